@@ -1,0 +1,57 @@
+// Shared test helpers: error assertions that work with and without exceptions, RNG.
+#pragma once
+
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <random>
+
+#include "qlib/core/error.hpp"
+
+#if QLIB_EXCEPTIONS
+// Requires that `expr` reports qlib error `code`.
+#define QLIB_REQUIRE_ERROR(expr, expected_code)           \
+  do {                                                    \
+    bool qlib_caught_ = false;                            \
+    try {                                                 \
+      (void)(expr);                                       \
+    } catch (const ::qlib::error& qlib_err_) {            \
+      qlib_caught_ = true;                                \
+      INFO("message: " << qlib_err_.what());              \
+      CHECK(qlib_err_.code() == (expected_code));         \
+    }                                                     \
+    CHECK(qlib_caught_);                                  \
+  } while (0)
+#else
+#include <sys/wait.h>
+#include <unistd.h>
+namespace qlib_test {
+// In a -fno-exceptions build the handler runs in a forked child and exits with the code.
+inline void exit_with_code(::qlib::errc code, const char*) { _exit(100 + static_cast<int>(code)); }
+}  // namespace qlib_test
+#define QLIB_REQUIRE_ERROR(expr, code)                                   \
+  do {                                                                   \
+    pid_t qlib_pid_ = fork();                                            \
+    REQUIRE(qlib_pid_ >= 0);                                             \
+    if (qlib_pid_ == 0) {                                                \
+      ::qlib::set_error_handler(&qlib_test::exit_with_code);             \
+      (void)(expr);                                                      \
+      _exit(0);                                                          \
+    }                                                                    \
+    int qlib_status_ = 0;                                                \
+    waitpid(qlib_pid_, &qlib_status_, 0);                                \
+    REQUIRE(WIFEXITED(qlib_status_));                                    \
+    CHECK(WEXITSTATUS(qlib_status_) == 100 + static_cast<int>(code));    \
+  } while (0)
+#endif
+
+namespace qlib_test {
+// Fixed-seed generator so failures reproduce; the seed is printed by Catch on failure
+// when tests INFO() it.
+inline std::mt19937_64& rng() {
+  static std::mt19937_64 g(0x9e3779b97f4a7c15ull);
+  return g;
+}
+inline int rand_int(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng()); }
+inline float rand_float(float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(rng()); }
+}  // namespace qlib_test
