@@ -26,3 +26,14 @@
 #else
 #define QLIB_HAS_ARM_KERNELS 0
 #endif
+
+// Wrap kernel headers in these: g++ 12's AVX-512 intrinsic headers initialize their
+// "undefined" registers from themselves (GCC bug 105593), which -Wmaybe-uninitialized
+// reports inside every function that inlines them.
+#if defined(__GNUC__) && !defined(__clang__)
+#define QLIB_KERNEL_BEGIN _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define QLIB_KERNEL_END _Pragma("GCC diagnostic pop")
+#else
+#define QLIB_KERNEL_BEGIN
+#define QLIB_KERNEL_END
+#endif

@@ -1,0 +1,190 @@
+// AVX-512 (F/BW/VL) affine quantize/dequantize row kernels, 16 floats per zmm, masked tails.
+#pragma once
+
+#include "qlib/arch/target.hpp"
+#include "qlib/kernels/portable/affine_rows.hpp"
+
+#if QLIB_HAS_X86_KERNELS
+#include <immintrin.h>
+
+QLIB_KERNEL_BEGIN
+
+namespace qlib {
+namespace kernels {
+namespace avx512_detail {
+
+// Narrowing stores and widening loads of 16 codes, per storage type. The codes are
+// already clamped into the storage range, so truncating vpmov* is exact.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store16(std::int8_t* p, __m512i v, __mmask16 m) {
+  _mm512_mask_cvtepi32_storeu_epi8(p, m, v);
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store16(std::uint8_t* p, __m512i v, __mmask16 m) {
+  _mm512_mask_cvtepi32_storeu_epi8(p, m, v);
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store16(std::int16_t* p, __m512i v, __mmask16 m) {
+  _mm512_mask_cvtepi32_storeu_epi16(p, m, v);
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store16(std::uint16_t* p, __m512i v, __mmask16 m) {
+  _mm512_mask_cvtepi32_storeu_epi16(p, m, v);
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i load16(const std::int8_t* p, __mmask16 m) {
+  return _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p));
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i load16(const std::uint8_t* p, __mmask16 m) {
+  return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p));
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i load16(const std::int16_t* p, __mmask16 m) {
+  return _mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(m, p));
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i load16(const std::uint16_t* p, __mmask16 m) {
+  return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+}
+
+// Lanes [0, min(left,16)) set.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __mmask16 tail_mask(index_t left) {
+  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// Per-run constants of one (scale, zero point).
+struct run_consts {
+  __m512 scale, inv, lo, hi;
+  __m512i zp;
+};
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE run_consts make_consts(float scale, std::int32_t zp, std::int32_t qmin,
+                                                              std::int32_t qmax) {
+  return {_mm512_set1_ps(scale), _mm512_set1_ps(1.0f / scale), _mm512_set1_ps(static_cast<float>(qmin - zp)),
+          _mm512_set1_ps(static_cast<float>(qmax - zp)), _mm512_set1_epi32(zp)};
+}
+// The same constants, lane by lane, for per-element parameters.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE run_consts load_consts(const float* scale, const std::int32_t* zp,
+                                                              std::int32_t qmin, std::int32_t qmax, __mmask16 m) {
+  const __m512 s = _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), m, scale);
+  const __m512i z = _mm512_maskz_loadu_epi32(m, zp);
+  return {s, _mm512_div_ps(_mm512_set1_ps(1.0f), s),
+          _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_set1_epi32(qmin), z)),
+          _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_set1_epi32(qmax), z)), z};
+}
+
+// quantize_value() on 16 lanes.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i quantize16(__m512 x, const run_consts& c) {
+  __m512 v = _mm512_mul_ps(x, c.inv);
+  const __mmask16 ordered = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+  v = _mm512_maskz_mov_ps(ordered, v);  // NaN -> 0, i.e. the zero point
+  v = _mm512_min_ps(_mm512_max_ps(v, c.lo), c.hi);
+  return _mm512_add_epi32(_mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), c.zp);
+}
+// dequantize_value() on 16 lanes.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512 dequantize16(__m512i q, const run_consts& c) {
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, c.zp)), c.scale);
+}
+
+template <class Q>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void quantize_run(const float* x, Q* q, index_t n, const run_consts& c) {
+  index_t j = 0;
+  for (; j + 64 <= n; j += 64) {  // four independent vectors per step
+    const __m512i a = quantize16(_mm512_loadu_ps(x + j), c);
+    const __m512i b = quantize16(_mm512_loadu_ps(x + j + 16), c);
+    const __m512i d = quantize16(_mm512_loadu_ps(x + j + 32), c);
+    const __m512i e = quantize16(_mm512_loadu_ps(x + j + 48), c);
+    store16(q + j, a, 0xffff);
+    store16(q + j + 16, b, 0xffff);
+    store16(q + j + 32, d, 0xffff);
+    store16(q + j + 48, e, 0xffff);
+  }
+  for (; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    store16(q + j, quantize16(_mm512_maskz_loadu_ps(m, x + j), c), m);
+  }
+}
+
+template <class Q>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void dequantize_run(const Q* q, float* x, index_t n, const run_consts& c) {
+  index_t j = 0;
+  for (; j + 64 <= n; j += 64) {
+    const __m512 a = dequantize16(load16(q + j, 0xffff), c);
+    const __m512 b = dequantize16(load16(q + j + 16, 0xffff), c);
+    const __m512 d = dequantize16(load16(q + j + 32, 0xffff), c);
+    const __m512 e = dequantize16(load16(q + j + 48, 0xffff), c);
+    _mm512_storeu_ps(x + j, a);
+    _mm512_storeu_ps(x + j + 16, b);
+    _mm512_storeu_ps(x + j + 32, d);
+    _mm512_storeu_ps(x + j + 48, e);
+  }
+  for (; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    _mm512_mask_storeu_ps(x + j, m, dequantize16(load16(q + j, m), c));
+  }
+}
+
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void fake_quantize_run(const float* x, float* y, index_t n,
+                                                              const run_consts& c) {
+  for (index_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    _mm512_mask_storeu_ps(y + j, m, dequantize16(quantize16(_mm512_maskz_loadu_ps(m, x + j), c), c));
+  }
+}
+
+}  // namespace avx512_detail
+
+template <class Q>
+QLIB_TARGET_AVX512 void quantize_grouped(arch::avx512, const float* x, Q* q, index_t n, index_t g,
+                                         const float* scale, const std::int32_t* zp, std::int32_t qmin,
+                                         std::int32_t qmax) noexcept {
+  for (index_t k = 0, j = 0; j < n; ++k, j += g)
+    avx512_detail::quantize_run(x + j, q + j, n - j < g ? n - j : g,
+                                avx512_detail::make_consts(scale[k], zp[k], qmin, qmax));
+}
+
+template <class Q>
+QLIB_TARGET_AVX512 void quantize_per_element(arch::avx512, const float* x, Q* q, index_t n, const float* scale,
+                                             const std::int32_t* zp, std::int32_t qmin, std::int32_t qmax) noexcept {
+  for (index_t j = 0; j < n; j += 16) {
+    const __mmask16 m = avx512_detail::tail_mask(n - j);
+    const auto c = avx512_detail::load_consts(scale + j, zp + j, qmin, qmax, m);
+    avx512_detail::store16(q + j, avx512_detail::quantize16(_mm512_maskz_loadu_ps(m, x + j), c), m);
+  }
+}
+
+template <class Q>
+QLIB_TARGET_AVX512 void dequantize_grouped(arch::avx512, const Q* q, float* x, index_t n, index_t g,
+                                           const float* scale, const std::int32_t* zp) noexcept {
+  for (index_t k = 0, j = 0; j < n; ++k, j += g)
+    avx512_detail::dequantize_run(q + j, x + j, n - j < g ? n - j : g,
+                                  avx512_detail::make_consts(scale[k], zp[k], 0, 1));
+}
+
+template <class Q>
+QLIB_TARGET_AVX512 void dequantize_per_element(arch::avx512, const Q* q, float* x, index_t n, const float* scale,
+                                               const std::int32_t* zp) noexcept {
+  for (index_t j = 0; j < n; j += 16) {
+    const __mmask16 m = avx512_detail::tail_mask(n - j);
+    const __m512 s = _mm512_maskz_loadu_ps(m, scale + j);
+    const __m512i z = _mm512_maskz_loadu_epi32(m, zp + j);
+    const __m512i v = avx512_detail::load16(q + j, m);
+    _mm512_mask_storeu_ps(x + j, m, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, z)), s));
+  }
+}
+
+QLIB_TARGET_AVX512 inline void fake_quantize_grouped(arch::avx512, const float* x, float* y, index_t n, index_t g,
+                                                     const float* scale, const std::int32_t* zp, std::int32_t qmin,
+                                                     std::int32_t qmax) noexcept {
+  for (index_t k = 0, j = 0; j < n; ++k, j += g)
+    avx512_detail::fake_quantize_run(x + j, y + j, n - j < g ? n - j : g,
+                                     avx512_detail::make_consts(scale[k], zp[k], qmin, qmax));
+}
+
+QLIB_TARGET_AVX512 inline void fake_quantize_per_element(arch::avx512, const float* x, float* y, index_t n,
+                                                         const float* scale, const std::int32_t* zp,
+                                                         std::int32_t qmin, std::int32_t qmax) noexcept {
+  for (index_t j = 0; j < n; j += 16) {
+    const __mmask16 m = avx512_detail::tail_mask(n - j);
+    const auto c = avx512_detail::load_consts(scale + j, zp + j, qmin, qmax, m);
+    _mm512_mask_storeu_ps(y + j, m,
+                          avx512_detail::dequantize16(avx512_detail::quantize16(_mm512_maskz_loadu_ps(m, x + j), c), c));
+  }
+}
+
+}  // namespace kernels
+}  // namespace qlib
+QLIB_KERNEL_END
+#endif  // QLIB_HAS_X86_KERNELS
