@@ -130,9 +130,36 @@ template <class Q>
 QLIB_TARGET_AVX512 void quantize_grouped(arch::avx512, const float* x, Q* q, index_t n, index_t g,
                                          const float* scale, const std::int32_t* zp, std::int32_t qmin,
                                          std::int32_t qmax) noexcept {
-  for (index_t k = 0, j = 0; j < n; ++k, j += g)
-    avx512_detail::quantize_run(x + j, q + j, n - j < g ? n - j : g,
-                                avx512_detail::make_consts(scale[k], zp[k], qmin, qmax));
+  if (g % 16 != 0 || g > 256) {
+    for (index_t k = 0, j = 0; j < n; ++k, j += g)
+      avx512_detail::quantize_run(x + j, q + j, n - j < g ? n - j : g,
+                                  avx512_detail::make_consts(scale[k], zp[k], qmin, qmax));
+    return;
+  }
+  // Small groups (ggml-style g = 32..256): the per-group constants of 16 groups at a
+  // time come from one vector division, and each group is whole vectors, unmasked.
+  const index_t groups = (n + g - 1) / g;
+  alignas(64) float inv_a[16], lo_a[16], hi_a[16];
+  alignas(64) std::int32_t zp_a[16];
+  for (index_t k0 = 0; k0 < groups; k0 += 16) {
+    const index_t kn = groups - k0 < 16 ? groups - k0 : 16;
+    const auto c = avx512_detail::load_consts(scale + k0, zp + k0, qmin, qmax, avx512_detail::tail_mask(kn));
+    _mm512_store_ps(inv_a, c.inv);
+    _mm512_store_ps(lo_a, c.lo);
+    _mm512_store_ps(hi_a, c.hi);
+    _mm512_store_si512(zp_a, c.zp);
+    for (index_t k = 0; k < kn; ++k) {
+      const index_t j = (k0 + k) * g;
+      const avx512_detail::run_consts ck{_mm512_setzero_ps(), _mm512_set1_ps(inv_a[k]), _mm512_set1_ps(lo_a[k]),
+                                         _mm512_set1_ps(hi_a[k]), _mm512_set1_epi32(zp_a[k])};
+      if (n - j >= g) {
+        for (index_t i = 0; i < g; i += 16)
+          avx512_detail::store16(q + j + i, avx512_detail::quantize16(_mm512_loadu_ps(x + j + i), ck), 0xffff);
+      } else {
+        avx512_detail::quantize_run(x + j, q + j, n - j, ck);
+      }
+    }
+  }
 }
 
 template <class Q>
