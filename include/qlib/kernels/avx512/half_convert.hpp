@@ -9,13 +9,7 @@
 #if QLIB_HAS_X86_KERNELS
 #include <immintrin.h>
 
-// GCC 12.2's AVX-512 intrinsics build results on a self-initialised
-// _mm512_undefined_*() value, which -Wmaybe-uninitialized reports once inlined here
-// (GCC PR105593, fixed in 12.3). The warning is spurious: silence it for these kernels.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+QLIB_KERNEL_BEGIN  // see arch/target.hpp: g++ 12.2 false -Wmaybe-uninitialized (PR105593)
 
 namespace qlib {
 namespace kernels {
@@ -125,8 +119,6 @@ QLIB_TARGET_AVX512 inline void convert_bf16_to_f32(arch::avx512, const bf16* src
 }  // namespace kernels
 }  // namespace qlib
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+QLIB_KERNEL_END
 
 #endif  // QLIB_HAS_X86_KERNELS
