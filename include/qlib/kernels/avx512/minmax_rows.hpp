@@ -1,0 +1,111 @@
+// AVX-512 min/max fold row kernels for observers: 64 floats per step, fpclass finite test, masked tails.
+#pragma once
+
+#include "qlib/arch/target.hpp"
+#include "qlib/kernels/portable/minmax_rows.hpp"
+
+#if QLIB_HAS_X86_KERNELS
+#include <immintrin.h>
+
+QLIB_KERNEL_BEGIN
+
+namespace qlib {
+namespace kernels {
+namespace avx512_minmax_detail {
+
+// vfpclassps categories: QNaN 0x01, SNaN 0x80, +Inf 0x08, -Inf 0x10.
+constexpr int nan_class = 0x81;
+constexpr int inf_class = 0x18;
+constexpr int nonfinite_class = nan_class | inf_class;
+
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __mmask16 tail_mask(index_t left) {
+  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// Folds the lanes `m` of v into (mn, mx), skipping and counting non-finite lanes.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void fold_masked(__m512 v, __mmask16 m, __m512& mn, __m512& mx,
+                                                        nonfinite_counts& skipped) {
+  const __mmask16 nan = _mm512_fpclass_ps_mask(v, nan_class) & m;
+  const __mmask16 inf = _mm512_fpclass_ps_mask(v, inf_class) & m;
+  if (QLIB_UNLIKELY((nan | inf) != 0)) {
+    skipped.nan += _mm_popcnt_u32(nan);
+    skipped.inf += _mm_popcnt_u32(inf);
+    m = static_cast<__mmask16>(m & ~(nan | inf));
+  }
+  mn = _mm512_mask_min_ps(mn, m, mn, v);
+  mx = _mm512_mask_max_ps(mx, m, mx, v);
+}
+
+// Folds x[0, n) into (out_mn, out_mx). The hot loop tests four vectors for NaN/Inf at once
+// and only then takes the masked path, so clean data costs one min and one max per vector.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void fold_run(const float* x, index_t n, float& out_mn, float& out_mx,
+                                                     nonfinite_counts& skipped) {
+  __m512 mn0 = _mm512_set1_ps(INFINITY), mn1 = mn0, mn2 = mn0, mn3 = mn0;
+  __m512 mx0 = _mm512_set1_ps(-INFINITY), mx1 = mx0, mx2 = mx0, mx3 = mx0;
+  index_t j = 0;
+  for (; j + 64 <= n; j += 64) {
+    const __m512 a = _mm512_loadu_ps(x + j);
+    const __m512 b = _mm512_loadu_ps(x + j + 16);
+    const __m512 c = _mm512_loadu_ps(x + j + 32);
+    const __m512 d = _mm512_loadu_ps(x + j + 48);
+    const __mmask16 bad = static_cast<__mmask16>(
+        _mm512_fpclass_ps_mask(a, nonfinite_class) | _mm512_fpclass_ps_mask(b, nonfinite_class) |
+        _mm512_fpclass_ps_mask(c, nonfinite_class) | _mm512_fpclass_ps_mask(d, nonfinite_class));
+    if (QLIB_LIKELY(bad == 0)) {
+      mn0 = _mm512_min_ps(mn0, a);
+      mx0 = _mm512_max_ps(mx0, a);
+      mn1 = _mm512_min_ps(mn1, b);
+      mx1 = _mm512_max_ps(mx1, b);
+      mn2 = _mm512_min_ps(mn2, c);
+      mx2 = _mm512_max_ps(mx2, c);
+      mn3 = _mm512_min_ps(mn3, d);
+      mx3 = _mm512_max_ps(mx3, d);
+    } else {
+      fold_masked(a, 0xffff, mn0, mx0, skipped);
+      fold_masked(b, 0xffff, mn1, mx1, skipped);
+      fold_masked(c, 0xffff, mn2, mx2, skipped);
+      fold_masked(d, 0xffff, mn3, mx3, skipped);
+    }
+  }
+  for (; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    fold_masked(_mm512_maskz_loadu_ps(m, x + j), m, mn0, mx0, skipped);
+  }
+  mn0 = _mm512_min_ps(_mm512_min_ps(mn0, mn1), _mm512_min_ps(mn2, mn3));
+  mx0 = _mm512_max_ps(_mm512_max_ps(mx0, mx1), _mm512_max_ps(mx2, mx3));
+  // Only the sign of a zero can depend on the reduction order; fold_minmax_pair folds it.
+  fold_minmax_pair(_mm512_reduce_min_ps(mn0), _mm512_reduce_max_ps(mx0), out_mn, out_mx);
+}
+
+}  // namespace avx512_minmax_detail
+
+QLIB_TARGET_AVX512 inline void minmax_grouped(arch::avx512, const float* x, index_t n, index_t g, float* mn,
+                                              float* mx, nonfinite_counts& skipped) noexcept {
+  for (index_t k = 0, j = 0; j < n; ++k, j += g)
+    avx512_minmax_detail::fold_run(x + j, n - j < g ? n - j : g, mn[k], mx[k], skipped);
+}
+
+QLIB_TARGET_AVX512 inline void minmax_per_element(arch::avx512, const float* x, index_t n, float* mn, float* mx,
+                                                  nonfinite_counts& skipped) noexcept {
+  using namespace avx512_minmax_detail;
+  const __m512 zero = _mm512_setzero_ps();
+  for (index_t j = 0; j < n; j += 16) {
+    __mmask16 m = tail_mask(n - j);
+    __m512 v = _mm512_maskz_loadu_ps(m, x + j);
+    const __mmask16 nan = _mm512_fpclass_ps_mask(v, nan_class) & m;
+    const __mmask16 inf = _mm512_fpclass_ps_mask(v, inf_class) & m;
+    skipped.nan += _mm_popcnt_u32(nan);
+    skipped.inf += _mm_popcnt_u32(inf);
+    const __mmask16 fin = static_cast<__mmask16>(m & ~(nan | inf));
+    v = _mm512_add_ps(v, zero);  // -0 -> +0, as fold_minmax
+    // min(v, cur) = v < cur ? v : cur, exactly the scalar fold.
+    const __m512 cmn = _mm512_maskz_loadu_ps(m, mn + j), cmx = _mm512_maskz_loadu_ps(m, mx + j);
+    _mm512_mask_storeu_ps(mn + j, fin, _mm512_min_ps(v, cmn));
+    _mm512_mask_storeu_ps(mx + j, fin, _mm512_max_ps(v, cmx));
+  }
+}
+
+}  // namespace kernels
+}  // namespace qlib
+QLIB_KERNEL_END
+#endif  // QLIB_HAS_X86_KERNELS
