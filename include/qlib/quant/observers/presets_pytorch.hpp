@@ -30,8 +30,9 @@
 //    range);
 //  - calculate_qparams() before any data is errc::empty_tensor (PyTorch warns and returns
 //    scale 1, zero point 0);
-//  - quint8 + symmetric + reduce_range without a custom range gives PyTorch a zero point
-//    of 128 outside its own range [0, 127]; qlib refuses that with errc::unsupported.
+//  - quint8 + symmetric + reduce_range: PyTorch's observers raise NotImplementedError;
+//    qlib raises errc::unsupported (and calculate_qparams() refuses any zero point that
+//    falls outside the quantization range).
 namespace qlib {
 namespace presets {
 namespace pytorch {
@@ -78,6 +79,8 @@ struct observer_config {
     return reduce_range ? std::make_pair(0, 127) : std::make_pair(0, 255);
   }
   void validate() const {
+    QLIB_CHECK(!(type == dtype::quint8 && symmetric() && reduce_range), errc::unsupported,
+               "PyTorch does not implement reduce_range for symmetric quint8 observers");
     (void)quant_range();
     QLIB_CHECK(eps >= min_scale && std::isfinite(eps), errc::invalid_argument,
                "eps " + std::to_string(eps) + " must be a finite normal float");
