@@ -116,6 +116,21 @@ inline folded_histogram fold_abs(const grid_histogram& h) {
   return f;
 }
 
+// f with every bin split evenly into 2^k bins, the least k giving at least min_bins bins
+// (the KL search then sees TensorRT's resolution, 2048 bins over [0, amax], whatever
+// part of its bins the grid histogram spends on the signed range).
+inline folded_histogram refine(folded_histogram f, index_t min_bins) {
+  std::size_t r = 1;
+  while (f.counts.size() * r < static_cast<std::size_t>(min_bins)) r *= 2;
+  if (r == 1) return f;
+  std::vector<double> fine(f.counts.size() * r);
+  for (std::size_t i = 0; i < f.counts.size(); ++i)
+    for (std::size_t k = 0; k < r; ++k) fine[i * r + k] = f.counts[i] / static_cast<double>(r);
+  f.counts.swap(fine);
+  f.width /= static_cast<double>(r);
+  return f;
+}
+
 // The value below which a fraction q of the counts lies, interpolating linearly inside a
 // bin whose interval is given by `interval(i, a, b)`.
 template <class Counts, class Interval>
@@ -236,11 +251,12 @@ real_range select_range_mse(const grid_histogram& h, const affine_scheme<S>& sch
 // an 8-bit symmetric scheme (see detail::kl_levels). The range is [min, max] clipped to
 // [-T, T].
 template <class S>
-real_range select_range_kl(const grid_histogram& h, const affine_scheme<S>& scheme, index_t stride = 1) {
+real_range select_range_kl(const grid_histogram& h, const affine_scheme<S>& scheme, index_t stride = 1,
+                           index_t kl_bins = 2048) {
   QLIB_CHECK(stride >= 1, errc::invalid_argument, "KL search stride must be >= 1");
   const double mn = h.min(), mx = h.max();
   if (h.total() == 0 || mn == mx) return {h.min(), h.max()};
-  const detail::folded_histogram f = detail::fold_abs(h);
+  const detail::folded_histogram f = detail::refine(detail::fold_abs(h), kl_bins);
   const index_t nb = static_cast<index_t>(f.counts.size());
   const index_t levels = detail::kl_levels(scheme, mn >= 0 || mx <= 0);
   double threshold = f.amax;
