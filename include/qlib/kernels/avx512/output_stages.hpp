@@ -1,0 +1,274 @@
+// AVX-512 (F/BW/DQ) GEMM epilogue: each output stage on 16 lanes, portable fallback for the rest.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "qlib/arch/target.hpp"
+#include "qlib/gemm/pipeline.hpp"
+#include "qlib/gemm/zero_point_correction.hpp"
+#include "qlib/kernels/portable/output_stages.hpp"
+
+#if QLIB_HAS_X86_KERNELS
+#include <immintrin.h>
+
+QLIB_KERNEL_BEGIN
+
+// A row segment of up to 16 accumulators stays in one zmm through every stage and is
+// stored once. Integer values of any width travel as int32 lanes (the final store
+// narrows them), floats as float lanes. Each stage here equals its eval() bit for bit;
+// a stage with no overload of `apply` below (e.g. one you wrote) is evaluated by
+// spilling the 16 lanes, running eval() on each, and reloading.
+namespace qlib {
+namespace kernels {
+namespace avx512_stages {
+
+// Where a vector sits in C: its row, its first column, which lanes are real.
+struct lanes {
+  index_t row;
+  index_t col;
+  __mmask16 mask;
+};
+
+// The register type a value of type T travels in.
+template <class T>
+struct vec {
+  using type = __m512i;
+};
+template <>
+struct vec<float> {
+  using type = __m512;
+};
+template <class T>
+using vec_t = typename vec<T>::type;
+
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __mmask16 tail_mask(index_t left) {
+  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// Lanes where v < 0.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __mmask16 negative(__m512i v) { return _mm512_movepi32_mask(v); }
+// INT32_MAX for non-negative lanes of `sign_of`, INT32_MIN for negative ones.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i saturation_value(__m512i sign_of) {
+  return _mm512_xor_si512(_mm512_srai_epi32(sign_of, 31), _mm512_set1_epi32(std::numeric_limits<std::int32_t>::max()));
+}
+// saturating_add() on 16 lanes.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i saturating_add(__m512i a, __m512i b) {
+  const __m512i r = _mm512_add_epi32(a, b);
+  // Overflow iff a and b share a sign that r does not: sign bit of (a ^ r) & (b ^ r).
+  const __m512i t = _mm512_and_si512(_mm512_xor_si512(a, r), _mm512_xor_si512(b, r));
+  return _mm512_mask_mov_epi32(r, negative(t), saturation_value(a));
+}
+
+// The low 32 bits of each 64-bit lane of `even`, and of `odd` in the high halves.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i merge_even_odd(__m512i even, __m512i odd) {
+  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+
+// multiply_by_quantized_multiplier(), double rounding, with per-lane multiplier and shift.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i mbqm_double(__m512i x, __m512i multiplier, __m512i shift) {
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i left = _mm512_max_epi32(shift, zero);
+  const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
+  // saturating_left_shift: shift, shift back, and saturate lanes that lost bits.
+  const __m512i shifted = _mm512_sllv_epi32(x, left);
+  const __mmask16 lost = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(shifted, left), x);
+  const __m512i xs = _mm512_mask_mov_epi32(shifted, lost, saturation_value(x));
+  // SaturatingRoundingDoublingHighMul = (x * m + 2^30) >> 31 (floor) for every pair but
+  // INT32_MIN * INT32_MIN, which multiplier >= 0 rules out.
+  const __m512i nudge = _mm512_set1_epi64(std::int64_t{1} << 30);
+  const __m512i pe = _mm512_srai_epi64(_mm512_add_epi64(_mm512_mul_epi32(xs, multiplier), nudge), 31);
+  const __m512i po = _mm512_srai_epi64(
+      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(xs, 32), _mm512_srli_epi64(multiplier, 32)), nudge), 31);
+  const __m512i high = merge_even_odd(pe, po);
+  // RoundingDivideByPOT: threshold = mask / 2 + (x < 0).
+  const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), right), _mm512_set1_epi32(1));
+  const __m512i remainder = _mm512_and_si512(high, mask);
+  const __m512i threshold = _mm512_add_epi32(_mm512_srli_epi32(mask, 1), _mm512_srli_epi32(high, 31));
+  const __m512i q = _mm512_srav_epi32(high, right);
+  return _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(remainder, threshold), q, _mm512_set1_epi32(1));
+}
+
+// multiply_by_quantized_multiplier(), single rounding: one 64-bit product, one rounding
+// shift by 31 - shift, saturated to int32.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i mbqm_single(__m512i x, __m512i multiplier, __m512i shift) {
+  const __m512i total = _mm512_sub_epi32(_mm512_set1_epi32(31), shift);  // 1..62
+  const __m512i low32 = _mm512_set1_epi64(0xffffffffLL);
+  const __m512i te = _mm512_and_si512(total, low32), to = _mm512_srli_epi64(total, 32);
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i re = _mm512_sllv_epi64(one, _mm512_sub_epi64(te, one));
+  const __m512i ro = _mm512_sllv_epi64(one, _mm512_sub_epi64(to, one));
+  const __m512i lo = _mm512_set1_epi64(std::numeric_limits<std::int32_t>::min());
+  const __m512i hi = _mm512_set1_epi64(std::numeric_limits<std::int32_t>::max());
+  __m512i pe = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, multiplier), re), te);
+  __m512i po = _mm512_srav_epi64(
+      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(multiplier, 32)), ro), to);
+  pe = _mm512_min_epi64(_mm512_max_epi64(pe, lo), hi);
+  po = _mm512_min_epi64(_mm512_max_epi64(po, lo), hi);
+  return merge_even_odd(pe, po);
+}
+
+template <fixed_point_rounding R>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i mbqm(__m512i x, __m512i multiplier, __m512i shift) {
+  if constexpr (R == fixed_point_rounding::double_rounding) return mbqm_double(x, multiplier, shift);
+  else return mbqm_single(x, multiplier, shift);
+}
+
+// quantize_value(float(x), multiplier, zp, qmin, qmax) for non-NaN products (the product
+// of an int32 and a finite positive multiplier is never NaN).
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i requantize_float16(__m512i x, __m512 multiplier, std::int32_t zp,
+                                                                 std::int32_t qmin, std::int32_t qmax) {
+  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(x), multiplier);
+  v = _mm512_max_ps(v, _mm512_set1_ps(static_cast<float>(qmin - zp)));
+  v = _mm512_min_ps(v, _mm512_set1_ps(static_cast<float>(qmax - zp)));
+  return _mm512_add_epi32(_mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                          _mm512_set1_epi32(zp));
+}
+
+// ---- the stages ----
+
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::zero_point_correction& s, __m512i x, const lanes& at) {
+  __m512i v = _mm512_add_epi32(x, _mm512_maskz_loadu_epi32(at.mask, s.column_offset + (at.col - s.col_begin)));
+  if (s.row_sum) {
+    const __m512i zb = s.per_channel ? _mm512_maskz_loadu_epi32(at.mask, s.weight_zero_point + at.col)
+                                     : _mm512_set1_epi32(s.weight_zero_point[0]);
+    v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zb, _mm512_set1_epi32(s.row_sum[at.row - s.row_begin])));
+  }
+  return v;
+}
+
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::bias_add& s, __m512i x, const lanes& at) {
+  return _mm512_add_epi32(x, _mm512_maskz_loadu_epi32(at.mask, s.bias + at.col));
+}
+
+template <fixed_point_rounding R>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::requantize_fixed_point<R>& s, __m512i x,
+                                                    const lanes&) {
+  return saturating_add(mbqm<R>(x, _mm512_set1_epi32(s.multiplier), _mm512_set1_epi32(s.shift)),
+                        _mm512_set1_epi32(s.zero_point));
+}
+
+template <fixed_point_rounding R>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::requantize_fixed_point_per_channel<R>& s, __m512i x,
+                                                    const lanes& at) {
+  const __m512i m = _mm512_maskz_loadu_epi32(at.mask, s.multiplier + at.col);
+  const __m512i sh = _mm512_maskz_loadu_epi32(at.mask, s.shift + at.col);
+  return saturating_add(mbqm<R>(x, m, sh), _mm512_set1_epi32(s.zero_point));
+}
+
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::requantize_float& s, __m512i x, const lanes&) {
+  return requantize_float16(x, _mm512_set1_ps(s.multiplier), s.zero_point, s.qmin, s.qmax);
+}
+
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::requantize_float_per_channel& s, __m512i x,
+                                                    const lanes& at) {
+  return requantize_float16(x, _mm512_maskz_loadu_ps(at.mask, s.multiplier + at.col), s.zero_point, s.qmin, s.qmax);
+}
+
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::clamp& s, __m512i x, const lanes&) {
+  return _mm512_min_epi32(_mm512_max_epi32(x, _mm512_set1_epi32(s.lo)), _mm512_set1_epi32(s.hi));
+}
+
+// vmaxps(x, lo) is x > lo ? x : lo and vminps(v, hi) is v < hi ? v : hi: clamp_float's eval.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512 apply(const gemm::clamp_float& s, __m512 x, const lanes&) {
+  return _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(s.lo)), _mm512_set1_ps(s.hi));
+}
+
+template <class T>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::saturating_cast<T>&, __m512i x, const lanes&) {
+  return _mm512_min_epi32(_mm512_max_epi32(x, _mm512_set1_epi32(std::numeric_limits<T>::min())),
+                          _mm512_set1_epi32(std::numeric_limits<T>::max()));
+}
+
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512 apply(const gemm::dequantize& s, __m512i x, const lanes&) {
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(s.scale));
+}
+
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512 apply(const gemm::dequantize_per_channel& s, __m512i x, const lanes& at) {
+  const __m512 channel = _mm512_maskz_loadu_ps(at.mask, s.channel_scale + at.col);
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_mul_ps(_mm512_set1_ps(s.input_scale), channel));
+}
+
+// ---- running a pipeline ----
+
+template <class S, class V, class = void>
+struct has_apply : std::false_type {};
+template <class S, class V>
+struct has_apply<S, V, decltype((void)apply(std::declval<const S&>(), std::declval<V>(), std::declval<const lanes&>()))>
+    : std::true_type {};
+
+// Lanes of any value type as int32 or float, for the fallback.
+template <class T>
+using lane_t = std::conditional_t<std::is_same<T, float>::value, float, std::int32_t>;
+
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void spill(__m512i v, std::int32_t* p) { _mm512_storeu_si512(p, v); }
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void spill(__m512 v, float* p) { _mm512_storeu_ps(p, v); }
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i reload(const std::int32_t* p) { return _mm512_loadu_si512(p); }
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512 reload(const float* p) { return _mm512_loadu_ps(p); }
+
+// A stage without an AVX-512 implementation: its portable eval() on each real lane.
+template <class S, class V>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE vec_t<typename S::output_type> fallback(const S& s, V v, const lanes& at) {
+  using in_t = typename S::input_type;
+  using out_t = typename S::output_type;
+  alignas(64) lane_t<in_t> in[16];
+  alignas(64) lane_t<out_t> out[16] = {};
+  spill(v, in);
+  for (int l = 0; l < 16; ++l)
+    if ((at.mask >> l) & 1) out[l] = static_cast<lane_t<out_t>>(s.eval(static_cast<in_t>(in[l]), at.row, at.col + l));
+  return reload(out);
+}
+
+template <std::size_t I, class Pipeline, class V>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE auto run_stages(const Pipeline& p, V v, const lanes& at) {
+  if constexpr (I == std::tuple_size<Pipeline>::value) {
+    return v;
+  } else {
+    using S = std::tuple_element_t<I, Pipeline>;
+    if constexpr (has_apply<S, V>::value) return run_stages<I + 1>(p, apply(std::get<I>(p), v, at), at);
+    else return run_stages<I + 1>(p, fallback(std::get<I>(p), v, at), at);
+  }
+}
+
+// Stores 16 lanes (masked) as the pipeline's output type.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::int32_t* p, __m512i v, __mmask16 m) {
+  _mm512_mask_storeu_epi32(p, m, v);
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+// Narrowing stores truncate: the lanes already hold values of the narrow type.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::int8_t* p, __m512i v, __mmask16 m) {
+  _mm512_mask_cvtepi32_storeu_epi8(p, m, v);
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::uint8_t* p, __m512i v, __mmask16 m) {
+  _mm512_mask_cvtepi32_storeu_epi8(p, m, v);
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::int16_t* p, __m512i v, __mmask16 m) {
+  _mm512_mask_cvtepi32_storeu_epi16(p, m, v);
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::uint16_t* p, __m512i v, __mmask16 m) {
+  _mm512_mask_cvtepi32_storeu_epi16(p, m, v);
+}
+
+}  // namespace avx512_stages
+
+// See kernels/portable/output_stages.hpp for the contract.
+template <class Pipeline, class Out>
+QLIB_TARGET_AVX512 void store_tile(arch::avx512, const Pipeline& pipeline, const std::int32_t* tile, index_t ld,
+                                   index_t rows, index_t cols, Out* c, index_t ldc, index_t row0, index_t col0) {
+  for (index_t r = 0; r < rows; ++r) {
+    for (index_t j = 0; j < cols; j += 16) {
+      const __mmask16 m = avx512_stages::tail_mask(cols - j);
+      const avx512_stages::lanes at{row0 + r, col0 + j, m};
+      const __m512i acc = _mm512_maskz_loadu_epi32(m, tile + r * ld + j);
+      avx512_stages::store(c + r * ldc + j, avx512_stages::run_stages<0>(pipeline, acc, at), m);
+    }
+  }
+}
+
+}  // namespace kernels
+}  // namespace qlib
+QLIB_KERNEL_END
+#endif  // QLIB_HAS_X86_KERNELS

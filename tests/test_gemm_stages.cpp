@@ -1,0 +1,257 @@
+// GEMM output stages: fixed-point golden vectors, and every stage's ISA path against its scalar
+// eval() on crafted accumulators (ties, extremes, every shift), including the portable fallback.
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "gemm_test_util.hpp"
+
+using namespace qlib;
+using namespace gemm_test;
+
+namespace {
+
+constexpr std::int32_t int_min = std::numeric_limits<std::int32_t>::min();
+constexpr std::int32_t int_max = std::numeric_limits<std::int32_t>::max();
+
+// Runs `pipeline` on a rows x cols tile of accumulators through every supported ISA's
+// store_tile and compares with eval_pipeline() element by element.
+template <class Pipeline>
+void check_on_every_isa(const Pipeline& pipeline, const std::vector<std::int32_t>& acc, index_t rows, index_t cols,
+                        index_t row0 = 0, index_t col0 = 0) {
+  using Out = gemm::pipeline_output_t<Pipeline>;
+  REQUIRE(acc.size() == static_cast<std::size_t>(rows * cols));
+  std::vector<Out> want(acc.size());
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < cols; ++c)
+      want[static_cast<std::size_t>(r * cols + c)] =
+          gemm::eval_pipeline(pipeline, acc[static_cast<std::size_t>(r * cols + c)], row0 + r, col0 + c);
+  for (isa i : supported_isas()) {
+    std::vector<Out> got(acc.size(), sentinel_value<Out>());
+    dispatch_isa(i, [&](auto tag) {
+      kernels::store_tile(tag, pipeline, acc.data(), cols, rows, cols, got.data(), cols, row0, col0);
+    });
+    for (std::size_t x = 0; x < acc.size(); ++x) {
+      if (!same_bits(got[x], want[x])) {
+        FAIL_CHECK("isa " << isa_name(i) << ": accumulator " << acc[x] << " at column " << col0 + static_cast<index_t>(x) % cols
+                          << " gives " << +got[x] << ", eval() gives " << +want[x]);
+        return;
+      }
+    }
+  }
+}
+
+// Accumulators: the extremes, small values, random ones of every magnitude.
+std::vector<std::int32_t> crafted_accumulators(std::size_t count) {
+  const std::int32_t special[] = {0, 1, -1, 2, -2, 3, -3, 5, -5, int_max, int_min, int_min + 1, int_max - 1,
+                                  1 << 30, -(1 << 30), (1 << 30) - 1, 65536, -65535, 127, -128, 255, 256};
+  std::vector<std::int32_t> v;
+  for (std::int32_t s : special) v.push_back(s);
+  while (v.size() < count) {
+    const int bits = rand_int(0, 31);
+    const std::int64_t mag = bits == 0 ? 0 : rand_int(0, (1 << (bits < 30 ? bits : 30)) - 1);
+    const std::int64_t x = rand_int(0, 1) ? mag : -mag - rand_int(0, 1);
+    v.push_back(static_cast<std::int32_t>(x));
+  }
+  v.resize(count);
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("fixed point: gemmlowp and TFLite golden vectors", "[gemm][fixed_point]") {
+  // SaturatingRoundingDoublingHighMul: round(a * b / 2^31), ties toward +inf.
+  CHECK(saturating_rounding_doubling_high_mul(1 << 30, 1 << 30) == 1 << 29);
+  CHECK(saturating_rounding_doubling_high_mul(1, 1 << 30) == 1);    // 0.5 -> 1
+  CHECK(saturating_rounding_doubling_high_mul(-1, 1 << 30) == 0);   // -0.5 -> 0
+  CHECK(saturating_rounding_doubling_high_mul(3, 1 << 30) == 2);    // 1.5 -> 2
+  CHECK(saturating_rounding_doubling_high_mul(-3, 1 << 30) == -1);  // -1.5 -> -1
+  CHECK(saturating_rounding_doubling_high_mul(int_min, int_min) == int_max);
+  CHECK(saturating_rounding_doubling_high_mul(int_min, int_max) == -int_max);
+  // RoundingDivideByPOT: ties away from zero.
+  CHECK(rounding_divide_by_pot(5, 1) == 3);
+  CHECK(rounding_divide_by_pot(-5, 1) == -3);
+  CHECK(rounding_divide_by_pot(6, 2) == 2);
+  CHECK(rounding_divide_by_pot(-6, 2) == -2);
+  CHECK(rounding_divide_by_pot(-2, 2) == -1);
+  CHECK(rounding_divide_by_pot(7, 2) == 2);
+  CHECK(rounding_divide_by_pot(-7, 2) == -2);
+  CHECK(rounding_divide_by_pot(123, 0) == 123);
+  CHECK(rounding_divide_by_pot(int_min, 31) == -1);
+  CHECK(rounding_divide_by_pot(int_max, 31) == 1);
+  // The two TFLite flavours differ exactly where double rounding rounds twice:
+  // 5 * 2^-2 = 1.25: double rounding 1.25 -> (2.5 -> 3) / 2 = 1.5 -> 2; single -> 1.
+  const auto dbl = fixed_point_rounding::double_rounding, sgl = fixed_point_rounding::single_rounding;
+  CHECK(multiply_by_quantized_multiplier(5, 1 << 30, -1, dbl) == 2);
+  CHECK(multiply_by_quantized_multiplier(5, 1 << 30, -1, sgl) == 1);
+  CHECK(multiply_by_quantized_multiplier(-5, 1 << 30, -1, dbl) == -1);
+  CHECK(multiply_by_quantized_multiplier(-5, 1 << 30, -1, sgl) == -1);
+  CHECK(multiply_by_quantized_multiplier(-3, 1 << 30, -1, dbl) == -1);  // -0.75
+  CHECK(multiply_by_quantized_multiplier(-3, 1 << 30, -1, sgl) == -1);
+  CHECK(multiply_by_quantized_multiplier(-1, 1 << 30, -1, dbl) == 0);  // -0.25
+  CHECK(multiply_by_quantized_multiplier(-1, 1 << 30, -1, sgl) == 0);
+  CHECK(multiply_by_quantized_multiplier(6, 1 << 30, -1, sgl) == 2);   // 1.5: single rounding ties up
+  CHECK(multiply_by_quantized_multiplier(-6, 1 << 30, -1, sgl) == -1);  // -1.5 -> -1
+  CHECK(multiply_by_quantized_multiplier(-6, 1 << 30, -1, dbl) == -2);  // -1.5 -> -2 (away from zero)
+  // Left shifts: 2^30 * 2^2 saturates to INT32_MAX before the multiply in double
+  // rounding (TFLite overflows there); single rounding saturates the result.
+  CHECK(multiply_by_quantized_multiplier(1 << 30, 1 << 30, 2, dbl) == 1 << 30);
+  CHECK(multiply_by_quantized_multiplier(1 << 30, 1 << 30, 2, sgl) == int_max);
+  CHECK(multiply_by_quantized_multiplier(-(1 << 30), 1 << 30, 2, sgl) == int_min);
+  CHECK(multiply_by_quantized_multiplier(1000, 1 << 30, 1, dbl) == 1000);  // 0.5 * 2 = 1
+  CHECK(multiply_by_quantized_multiplier(1000, 1 << 30, 1, sgl) == 1000);
+
+  // quantize_multiplier: real = multiplier * 2^(shift - 31).
+  auto qm = [](double r) { return quantize_multiplier(r); };
+  CHECK(qm(0.5).multiplier == 1 << 30);
+  CHECK(qm(0.5).shift == 0);
+  CHECK(qm(0.25).shift == -1);
+  CHECK(qm(1.0).multiplier == 1 << 30);
+  CHECK(qm(1.0).shift == 1);
+  CHECK(qm(0.75).multiplier == 3 << 29);
+  CHECK(qm(1.0 / 3.0).multiplier == 1431655765);
+  CHECK(qm(1.0 / 3.0).shift == -1);
+  CHECK(qm(0.0).multiplier == 0);
+  CHECK(qm(std::ldexp(1.0, -40)).multiplier == 0);  // below 2^-32: maps everything to 0
+  CHECK(qm(std::nextafter(1.0, 0.0)).multiplier == 1 << 30);  // significand rounds up to 1.0
+  CHECK(qm(std::nextafter(1.0, 0.0)).shift == 1);
+  for (int t = 0; t < 1000; ++t) {
+    const double r = std::ldexp(1.0 + rand_int(0, 1 << 20) / 1048576.0, rand_int(-31, 29));
+    const quantized_multiplier q = qm(r);
+    REQUIRE(q.multiplier >= 1 << 30);
+    const double back = std::ldexp(static_cast<double>(q.multiplier), q.shift - 31);
+    REQUIRE(std::fabs(back - r) <= std::ldexp(r, -31));
+  }
+}
+
+TEST_CASE("stages: fixed-point requantize equals eval() for every shift, ties included", "[gemm][stages][isa]") {
+  const index_t rows = 3, cols = 37;  // tails of 16 and 8 lanes
+  const std::int32_t multipliers[] = {0, 1 << 30, (1 << 30) + 1, int_max, 1518500250, 1 << 29};
+  for (int shift = min_fixed_point_shift; shift <= max_fixed_point_shift; ++shift) {
+    for (std::int32_t m : multipliers) {
+      INFO("multiplier " << m << " shift " << shift);
+      const auto acc = crafted_accumulators(static_cast<std::size_t>(rows * cols));
+      const std::int32_t zp = rand_int(0, 3) == 0 ? int_max - 5 : rand_int(-200, 200);  // also saturating zp adds
+      check_on_every_isa(gemm::make_pipeline(gemm::requantize_fixed_point<fixed_point_rounding::double_rounding>{m, shift, zp}),
+                         acc, rows, cols);
+      check_on_every_isa(gemm::make_pipeline(gemm::requantize_fixed_point<fixed_point_rounding::single_rounding>{m, shift, zp}),
+                         acc, rows, cols);
+    }
+  }
+  // Per channel: every column its own (multiplier, shift).
+  for (int t = 0; t < 50; ++t) {
+    std::vector<std::int32_t> m(cols), s(cols);
+    for (index_t j = 0; j < cols; ++j) {
+      m[static_cast<std::size_t>(j)] = rand_int(0, 3) == 0 ? 1 << 30 : rand_int(1 << 30, int_max);
+      s[static_cast<std::size_t>(j)] = rand_int(min_fixed_point_shift, max_fixed_point_shift);
+    }
+    const auto acc = crafted_accumulators(static_cast<std::size_t>(rows * cols));
+    check_on_every_isa(gemm::make_pipeline(gemm::requantize_fixed_point_per_channel<fixed_point_rounding::double_rounding>{
+                           m.data(), s.data(), cols, 3}),
+                       acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::requantize_fixed_point_per_channel<fixed_point_rounding::single_rounding>{
+                           m.data(), s.data(), cols, -3}),
+                       acc, rows, cols);
+  }
+}
+
+TEST_CASE("stages: float requantize, clamps, casts, dequantize equal eval()", "[gemm][stages][isa]") {
+  for (index_t cols : {1, 7, 8, 9, 15, 16, 17, 33, 64}) {
+    INFO("cols " << cols);
+    const index_t rows = 2;
+    auto acc = crafted_accumulators(static_cast<std::size_t>(rows * cols));
+    // Exact .5 ties after a multiply by 0.5: odd accumulators.
+    for (std::size_t x = 0; x < acc.size(); x += 3) acc[x] = 2 * rand_int(-1000, 1000) + 1;
+    std::vector<float> fm(static_cast<std::size_t>(cols)), scale(fm.size());
+    std::vector<std::int32_t> bias(fm.size());
+    for (std::size_t j = 0; j < fm.size(); ++j) {
+      fm[j] = j % 2 ? 0.5f : std::ldexp(1.0f + static_cast<float>(rand_int(0, 255)) / 256.0f, rand_int(-20, 2));
+      scale[j] = std::ldexp(1.0f, rand_int(-12, 3));
+      bias[j] = rand_int(-1000, 1000);
+    }
+    check_on_every_isa(gemm::make_pipeline(gemm::requantize_float{0.5f, 3, -128, 127}), acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::requantize_float{1.0f / 3.0f, -(1 << 23) + 1, -(1 << 23), 1 << 23}),
+                       acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::requantize_float_per_channel{fm.data(), cols, 128, 0, 255},
+                                           gemm::saturating_cast<std::uint8_t>{}),
+                       acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::bias_add{bias.data(), cols}), std::vector<std::int32_t>(acc.size(), 7),
+                       rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::clamp{-5, 1000}), acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::saturating_cast<std::int8_t>{}), acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::saturating_cast<std::uint8_t>{}), acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::saturating_cast<std::int16_t>{}), acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::saturating_cast<std::uint16_t>{}), acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::dequantize{1.0f / 3.0f}), acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::dequantize_per_channel{0.3f, scale.data(), cols}), acc, rows, cols);
+    // Huge scales overflow to +-inf, which the float clamp must then handle like eval().
+    check_on_every_isa(gemm::make_pipeline(gemm::dequantize{FLT_MAX}, gemm::clamp_float{-1e30f, 1e30f}), acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::dequantize{1.0f}, gemm::relu6_float()), acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::dequantize{FLT_MAX}, gemm::relu_float()), acc, rows, cols);
+  }
+}
+
+TEST_CASE("stages: the zero-point correction equals eval()", "[gemm][stages][isa]") {
+  const index_t rows = 5, cols = 40, row0 = 17, col0 = 64;
+  std::vector<std::int32_t> column_offset(cols), row_sum(rows), zb(static_cast<std::size_t>(col0 + cols));
+  for (auto& v : column_offset) v = rand_int(int_min, int_max);
+  for (auto& v : row_sum) v = rand_int(int_min, int_max);
+  for (auto& v : zb) v = rand_int(-128, 127);
+  const auto acc = crafted_accumulators(static_cast<std::size_t>(rows * cols));
+  for (int variant = 0; variant < 3; ++variant) {
+    gemm::zero_point_correction z{column_offset.data(), col0, variant ? row_sum.data() : nullptr, row0, zb.data(),
+                                  variant == 2};
+    check_on_every_isa(gemm::make_pipeline(z), acc, rows, cols, row0, col0);
+  }
+}
+
+namespace {
+// Stages with no ISA implementation: the fallback runs their eval() lane by lane.
+struct xor_position {
+  using input_type = std::int32_t;
+  using output_type = std::int32_t;
+  std::int32_t eval(std::int32_t x, index_t row, index_t col) const noexcept {
+    return x ^ static_cast<std::int32_t>(row * 1000 + col);
+  }
+  void validate(index_t, index_t) const noexcept {}
+};
+struct sign_byte {
+  using input_type = std::int32_t;
+  using output_type = std::uint8_t;
+  std::uint8_t eval(std::int32_t x, index_t, index_t) const noexcept { return x < 0 ? 0 : (x > 0 ? 2 : 1); }
+  void validate(index_t, index_t) const noexcept {}
+};
+struct negate_float {
+  using input_type = float;
+  using output_type = float;
+  float eval(float x, index_t, index_t) const noexcept { return -x; }
+  void validate(index_t, index_t) const noexcept {}
+};
+}  // namespace
+
+TEST_CASE("stages: a stage without an ISA implementation falls back to eval()", "[gemm][stages][fallback]") {
+  const index_t rows = 3;
+  for (index_t cols : {5, 16, 23}) {
+    const auto acc = crafted_accumulators(static_cast<std::size_t>(rows * cols));
+    check_on_every_isa(gemm::make_pipeline(gemm::clamp{-100000, 100000}, xor_position{}, gemm::clamp{-300, 300},
+                                           gemm::saturating_cast<std::int16_t>{}),
+                       acc, rows, cols, 2, 9);
+    check_on_every_isa(gemm::make_pipeline(xor_position{}, sign_byte{}), acc, rows, cols, 1, 3);
+    check_on_every_isa(gemm::make_pipeline(gemm::dequantize{0.5f}, negate_float{}, gemm::clamp_float{-7.0f, 1e9f}),
+                       acc, rows, cols);
+  }
+}
+
+TEST_CASE("stages: output bounds the overflow check follows", "[gemm][stages]") {
+  const std::int32_t b[] = {5, -9};
+  CHECK(gemm::bias_add{b, 2}.max_magnitude(100) == 109);
+  CHECK(gemm::clamp{-3, 10}.max_magnitude(1000) == 10);
+  CHECK(gemm::clamp{-3, 10}.max_magnitude(2) == 2);
+  CHECK(gemm::clamp{}.max_magnitude(int_max) == int_max);
+  CHECK(gemm::requantize_float{1.0f, 0, -300, 200}.max_magnitude(int_max) == 300);
+  CHECK(gemm::relu6(3, 0.1f).hi == 63);
+  CHECK(gemm::relu(-4).lo == -4);
+}
