@@ -28,10 +28,12 @@
 #endif
 
 // Wrap kernel headers in these: g++ 12's AVX-512 intrinsic headers initialize their
-// "undefined" registers from themselves (GCC bug 105593), which -Wmaybe-uninitialized
+// "undefined" registers from themselves (GCC bug 105593), which -W(maybe-)uninitialized
 // reports inside every function that inlines them.
 #if defined(__GNUC__) && !defined(__clang__)
-#define QLIB_KERNEL_BEGIN _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define QLIB_KERNEL_BEGIN                                                  \
+  _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"") \
+      _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
 #define QLIB_KERNEL_END _Pragma("GCC diagnostic pop")
 #else
 #define QLIB_KERNEL_BEGIN

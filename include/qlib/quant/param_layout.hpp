@@ -36,7 +36,7 @@ class param_indexer {
   index_t at(const extents<Rank>& idx) const noexcept {
     switch (g_.type) {
       case granularity::kind::per_tensor: return 0;
-      case granularity::kind::per_channel: return idx[g_.axis];
+      case granularity::kind::per_channel: return idx[axis()];
       case granularity::kind::per_group: {
         index_t off = 0;
         for (std::size_t a = 0; a < Rank; ++a)
@@ -54,7 +54,7 @@ class param_indexer {
     switch (g_.type) {
       case granularity::kind::per_tensor: return {false, 0, n};
       case granularity::kind::per_channel:
-        return g_.axis == last ? row_params{true, 0, 1} : row_params{false, idx[g_.axis], n};
+        return g_.axis == last ? row_params{true, 0, 1} : row_params{false, idx[axis()], n};
       case granularity::kind::per_group:
         return g_.axis == last ? row_params{false, at(idx), g_.group_size} : row_params{true, at(idx), 1};
     }
@@ -62,6 +62,10 @@ class param_indexer {
   }
 
  private:
+  // The validated axis (< Rank); the min() only keeps g++ 12's -Warray-bounds from
+  // flagging branches it cannot prove dead.
+  std::size_t axis() const noexcept { return g_.axis < Rank ? g_.axis : Rank - 1; }
+
   granularity g_;
   extents<Rank> shape_;
   extents<Rank> pstrides_;
