@@ -113,6 +113,49 @@ QLIB_TARGET_AVX2 inline void minmax_per_element(arch::avx2, const float* x, inde
   for (; j < n; ++j) fold_minmax(x[j], mn[j], mx[j], skipped);
 }
 
+// Blocks of 8 rows x 32 columns, the column state kept in registers across the rows.
+QLIB_TARGET_AVX2 inline void minmax_columns(arch::avx2, const float* x, index_t rows, index_t row_stride, index_t n,
+                                            float* mn, float* mx, nonfinite_counts& skipped) noexcept {
+  using namespace avx2_minmax_detail;
+  const __m256 zero = _mm256_setzero_ps();
+  constexpr index_t block_rows = 8;
+  for (index_t r0 = 0; r0 < rows; r0 += block_rows) {
+    const index_t rn = rows - r0 < block_rows ? rows - r0 : block_rows;
+    const float* xb = x + r0 * row_stride;
+    index_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+      __m256 a0 = _mm256_loadu_ps(mn + j), a1 = _mm256_loadu_ps(mn + j + 8);
+      __m256 a2 = _mm256_loadu_ps(mn + j + 16), a3 = _mm256_loadu_ps(mn + j + 24);
+      __m256 b0 = _mm256_loadu_ps(mx + j), b1 = _mm256_loadu_ps(mx + j + 8);
+      __m256 b2 = _mm256_loadu_ps(mx + j + 16), b3 = _mm256_loadu_ps(mx + j + 24);
+      for (index_t r = 0; r < rn; ++r) {
+        const float* p = xb + r * row_stride + j;
+        const __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
+        const __m256 v2 = _mm256_loadu_ps(p + 16), v3 = _mm256_loadu_ps(p + 24);
+        const __m256 ok = _mm256_and_ps(_mm256_and_ps(finite_lanes(v0), finite_lanes(v1)),
+                                        _mm256_and_ps(finite_lanes(v2), finite_lanes(v3)));
+        if (QLIB_LIKELY(_mm256_movemask_ps(ok) == 0xff)) {
+          a0 = _mm256_min_ps(v0, a0), b0 = _mm256_max_ps(v0, b0);
+          a1 = _mm256_min_ps(v1, a1), b1 = _mm256_max_ps(v1, b1);
+          a2 = _mm256_min_ps(v2, a2), b2 = _mm256_max_ps(v2, b2);
+          a3 = _mm256_min_ps(v3, a3), b3 = _mm256_max_ps(v3, b3);
+        } else {
+          fold_checked(v0, a0, b0, skipped);
+          fold_checked(v1, a1, b1, skipped);
+          fold_checked(v2, a2, b2, skipped);
+          fold_checked(v3, a3, b3, skipped);
+        }
+      }
+      _mm256_storeu_ps(mn + j, _mm256_add_ps(a0, zero)), _mm256_storeu_ps(mn + j + 8, _mm256_add_ps(a1, zero));
+      _mm256_storeu_ps(mn + j + 16, _mm256_add_ps(a2, zero)), _mm256_storeu_ps(mn + j + 24, _mm256_add_ps(a3, zero));
+      _mm256_storeu_ps(mx + j, _mm256_add_ps(b0, zero)), _mm256_storeu_ps(mx + j + 8, _mm256_add_ps(b1, zero));
+      _mm256_storeu_ps(mx + j + 16, _mm256_add_ps(b2, zero)), _mm256_storeu_ps(mx + j + 24, _mm256_add_ps(b3, zero));
+    }
+    if (j < n)
+      for (index_t r = 0; r < rn; ++r) minmax_per_element(arch::avx2{}, xb + r * row_stride + j, n - j, mn + j, mx + j, skipped);
+  }
+}
+
 }  // namespace kernels
 }  // namespace qlib
 QLIB_KERNEL_END

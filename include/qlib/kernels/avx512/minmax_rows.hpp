@@ -81,8 +81,25 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void fold_run(const float* x, index_t n, f
 
 QLIB_TARGET_AVX512 inline void minmax_grouped(arch::avx512, const float* x, index_t n, index_t g, float* mn,
                                               float* mx, nonfinite_counts& skipped) noexcept {
-  for (index_t k = 0, j = 0; j < n; ++k, j += g)
-    avx512_minmax_detail::fold_run(x + j, n - j < g ? n - j : g, mn[k], mx[k], skipped);
+  using namespace avx512_minmax_detail;
+  index_t k = 0, j = 0;
+  if (g % 16 == 0 && g <= 256) {
+    // Small groups (per-group weights, g = 16..256): whole vectors, two accumulators and
+    // one horizontal reduction per group; a group holding NaN/Inf takes the full fold.
+    for (; j + g <= n; ++k, j += g) {
+      __m512 a = _mm512_loadu_ps(x + j), b = a;
+      __mmask16 bad = _mm512_fpclass_ps_mask(a, nonfinite_class);
+      for (index_t i = 16; i < g; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + j + i);
+        bad = static_cast<__mmask16>(bad | _mm512_fpclass_ps_mask(v, nonfinite_class));
+        a = _mm512_min_ps(a, v);
+        b = _mm512_max_ps(b, v);
+      }
+      if (QLIB_LIKELY(bad == 0)) fold_minmax_pair(_mm512_reduce_min_ps(a), _mm512_reduce_max_ps(b), mn[k], mx[k]);
+      else fold_run(x + j, g, mn[k], mx[k], skipped);
+    }
+  }
+  for (; j < n; ++k, j += g) fold_run(x + j, n - j < g ? n - j : g, mn[k], mx[k], skipped);
 }
 
 QLIB_TARGET_AVX512 inline void minmax_per_element(arch::avx512, const float* x, index_t n, float* mn, float* mx,
@@ -102,6 +119,58 @@ QLIB_TARGET_AVX512 inline void minmax_per_element(arch::avx512, const float* x, 
     const __m512 cmn = _mm512_maskz_loadu_ps(m, mn + j), cmx = _mm512_maskz_loadu_ps(m, mx + j);
     _mm512_mask_storeu_ps(mn + j, fin, _mm512_min_ps(v, cmn));
     _mm512_mask_storeu_ps(mx + j, fin, _mm512_max_ps(v, cmx));
+  }
+}
+
+// Blocks of 8 rows x 64 columns: the running min/max of 64 columns stay in registers
+// while 8 rows stream past, so the state is loaded and stored once per 8 rows.
+QLIB_TARGET_AVX512 inline void minmax_columns(arch::avx512, const float* x, index_t rows, index_t row_stride, index_t n,
+                                              float* mn, float* mx, nonfinite_counts& skipped) noexcept {
+  using namespace avx512_minmax_detail;
+  const __m512 zero = _mm512_setzero_ps();
+  constexpr index_t block_rows = 8;
+  for (index_t r0 = 0; r0 < rows; r0 += block_rows) {
+    const index_t rn = rows - r0 < block_rows ? rows - r0 : block_rows;
+    const float* xb = x + r0 * row_stride;
+    index_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+      __m512 a0 = _mm512_loadu_ps(mn + j), a1 = _mm512_loadu_ps(mn + j + 16);
+      __m512 a2 = _mm512_loadu_ps(mn + j + 32), a3 = _mm512_loadu_ps(mn + j + 48);
+      __m512 b0 = _mm512_loadu_ps(mx + j), b1 = _mm512_loadu_ps(mx + j + 16);
+      __m512 b2 = _mm512_loadu_ps(mx + j + 32), b3 = _mm512_loadu_ps(mx + j + 48);
+      for (index_t r = 0; r < rn; ++r) {
+        const float* p = xb + r * row_stride + j;
+        const __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+        const __m512 v2 = _mm512_loadu_ps(p + 32), v3 = _mm512_loadu_ps(p + 48);
+        const __mmask16 bad = static_cast<__mmask16>(
+            _mm512_fpclass_ps_mask(v0, nonfinite_class) | _mm512_fpclass_ps_mask(v1, nonfinite_class) |
+            _mm512_fpclass_ps_mask(v2, nonfinite_class) | _mm512_fpclass_ps_mask(v3, nonfinite_class));
+        if (QLIB_LIKELY(bad == 0)) {
+          // min(v, acc) = v < acc ? v : acc, the scalar fold's order of operands.
+          a0 = _mm512_min_ps(v0, a0), b0 = _mm512_max_ps(v0, b0);
+          a1 = _mm512_min_ps(v1, a1), b1 = _mm512_max_ps(v1, b1);
+          a2 = _mm512_min_ps(v2, a2), b2 = _mm512_max_ps(v2, b2);
+          a3 = _mm512_min_ps(v3, a3), b3 = _mm512_max_ps(v3, b3);
+        } else {
+          fold_masked(v0, 0xffff, a0, b0, skipped);
+          fold_masked(v1, 0xffff, a1, b1, skipped);
+          fold_masked(v2, 0xffff, a2, b2, skipped);
+          fold_masked(v3, 0xffff, a3, b3, skipped);
+        }
+      }
+      // Only zero signs can differ from the scalar fold; adding +0 folds them to +0.
+      _mm512_storeu_ps(mn + j, _mm512_add_ps(a0, zero)), _mm512_storeu_ps(mn + j + 16, _mm512_add_ps(a1, zero));
+      _mm512_storeu_ps(mn + j + 32, _mm512_add_ps(a2, zero)), _mm512_storeu_ps(mn + j + 48, _mm512_add_ps(a3, zero));
+      _mm512_storeu_ps(mx + j, _mm512_add_ps(b0, zero)), _mm512_storeu_ps(mx + j + 16, _mm512_add_ps(b1, zero));
+      _mm512_storeu_ps(mx + j + 32, _mm512_add_ps(b2, zero)), _mm512_storeu_ps(mx + j + 48, _mm512_add_ps(b3, zero));
+    }
+    for (; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      __m512 a = _mm512_maskz_loadu_ps(m, mn + j), b = _mm512_maskz_loadu_ps(m, mx + j);
+      for (index_t r = 0; r < rn; ++r) fold_masked(_mm512_maskz_loadu_ps(m, xb + r * row_stride + j), m, a, b, skipped);
+      _mm512_mask_storeu_ps(mn + j, m, _mm512_add_ps(a, zero));
+      _mm512_mask_storeu_ps(mx + j, m, _mm512_add_ps(b, zero));
+    }
   }
 }
 

@@ -12,7 +12,10 @@
 // (the same run patterns as the affine row kernels):
 //  - "grouped": n contiguous elements in groups of g; group k folds into mn[k], mx[k]
 //    (per-tensor is one group of n);
-//  - "per_element": element j folds into mn[j], mx[j].
+//  - "per_element": element j folds into mn[j], mx[j];
+//  - "columns": `rows` rows of n elements, row r at x + r * row_stride; element (r, j)
+//    folds into mn[j], mx[j] (per_element over every row in turn, i.e. per-channel on
+//    the last axis; the SIMD versions keep a block of columns in registers across rows).
 // Each adds the values it skipped to `skipped` and gives exactly the state that
 // qlib::fold_minmax applied element by element gives (quant/observers/minmax_fold.hpp).
 namespace qlib {
@@ -54,6 +57,11 @@ inline void minmax_grouped(arch::portable, const float* x, index_t n, index_t g,
 inline void minmax_per_element(arch::portable, const float* x, index_t n, float* mn, float* mx,
                                nonfinite_counts& skipped) noexcept {
   for (index_t j = 0; j < n; ++j) fold_minmax(x[j], mn[j], mx[j], skipped);
+}
+
+inline void minmax_columns(arch::portable, const float* x, index_t rows, index_t row_stride, index_t n, float* mn,
+                           float* mx, nonfinite_counts& skipped) noexcept {
+  for (index_t r = 0; r < rows; ++r) minmax_per_element(arch::portable{}, x + r * row_stride, n, mn, mx, skipped);
 }
 
 }  // namespace kernels

@@ -17,6 +17,14 @@ template <std::size_t R>
 nonfinite_counts fold_minmax_by_group(isa i, tensor_view<const float, R> x, const granularity& g, float* mn,
                                       float* mx) {
   nonfinite_counts skipped;
+  if (x.empty()) return skipped;
+  // Per-channel on the last axis of a dense tensor (channels-last activations): every row
+  // folds into the same per-column state, so the column kernels keep it in registers.
+  if (R >= 2 && g.type == granularity::kind::per_channel && g.axis == R - 1 && x.is_contiguous()) {
+    const index_t n = x.shape(R - 1), rows = x.size() / n;
+    dispatch_isa(i, [&](auto tag) { kernels::minmax_columns(tag, x.data(), rows, n, n, mn, mx, skipped); });
+    return skipped;
+  }
   dispatch_isa(i, [&](auto tag) {
     for_each_param_row(x, g, [&](const float* row, index_t xs, index_t n, const row_params& rp) {
       if (n == 1 || xs == 1) {
