@@ -208,6 +208,27 @@ TEST_CASE("min/max fold: long rows, every tail, NaN anywhere", "[observers][minm
   }
 }
 
+TEST_CASE("min/max fold: channels-last blocks (per-channel on the last axis)", "[observers][minmax][isa]") {
+  for (index_t rows : {1, 7, 8, 9, 17, 40}) {
+    for (index_t cols : {1, 15, 16, 64, 65, 130}) {
+      tensor<float, 2> x({rows, cols});
+      for (float& v : x) v = nasty_value(rand_int(0, 1) ? 0 : 5);
+      const granularity g = granularity::per_channel(1);
+      std::vector<float> mn_ref(static_cast<std::size_t>(cols), INFINITY), mx_ref = std::vector<float>(mn_ref.size(), -INFINITY);
+      const nonfinite_counts want = reference::fold_minmax_by_group(x.cview(), g, mn_ref.data(), mx_ref.data());
+      for_each_isa([&](isa i) {
+        INFO("rows " << rows << " cols " << cols);
+        std::vector<float> mn(mn_ref.size(), INFINITY), mx(mn_ref.size(), -INFINITY);
+        const nonfinite_counts got = detail::fold_minmax_by_group(i, x.cview(), g, mn.data(), mx.data());
+        CHECK(got.nan == want.nan);
+        CHECK(got.inf == want.inf);
+        CHECK(std::memcmp(mn.data(), mn_ref.data(), 4 * mn.size()) == 0);
+        CHECK(std::memcmp(mx.data(), mx_ref.data(), 4 * mx.size()) == 0);
+      });
+    }
+  }
+}
+
 TEST_CASE("the scalar fold: NaN/Inf skipped and counted, -0 folded to +0", "[observers][minmax]") {
   float mn = INFINITY, mx = -INFINITY;
   nonfinite_counts c;
