@@ -70,17 +70,18 @@ QLIB_TARGET_AVX2 __attribute__((noinline)) void strip(index_t k, const std::uint
 #pragma GCC unroll 4
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const index_t groups = k / gemm::k_group;
-  index_t g = 0;
-  for (; g < groups; ++g) {
-    std::int32_t a4[MR];
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r) a4[r] = load_bytes4(a + r * lda + g * gemm::k_group);
-    strip_step<MR, Signed>(acc, b + g * gemm::k_group_bytes, a4);
-  }
+  // The partial last group first: after the loop, g++ 12 -O3 (-ftree-partial-pre) would
+  // keep stack copies of the accumulators inside it.
   if (const index_t tail = k - groups * gemm::k_group) {
     std::int32_t a4[MR];
 #pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r) a4[r] = load_tail_bytes(a + r * lda + g * gemm::k_group, tail);
+    for (int r = 0; r < MR; ++r) a4[r] = load_tail_bytes(a + r * lda + groups * gemm::k_group, tail);
+    strip_step<MR, Signed>(acc, b + groups * gemm::k_group_bytes, a4);
+  }
+  for (index_t g = 0; g < groups; ++g) {
+    std::int32_t a4[MR];
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) a4[r] = load_bytes4(a + r * lda + g * gemm::k_group);
     strip_step<MR, Signed>(acc, b + g * gemm::k_group_bytes, a4);
   }
 #pragma GCC unroll 4

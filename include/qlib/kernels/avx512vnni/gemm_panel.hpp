@@ -36,83 +36,81 @@ QLIB_ALWAYS_INLINE std::int32_t load_bytes4(const std::uint8_t* p) {
   std::memcpy(&v, p, 4);
   return v;
 }
-// The last n < 4 bytes of a row, zero-filled (the padded weight bytes are zero, so
-// what stands in for the missing activations does not matter; it must just not be read
-// past the end of A).
-inline std::int32_t load_tail_bytes(const std::uint8_t* p, index_t n) {
-  std::uint32_t v = 0;
-  std::memcpy(&v, p, static_cast<std::size_t>(n));
-  return static_cast<std::int32_t>(v);
-}
-
-// acc[s][r][v] += A rows x one k group of the panel. Each row's broadcast is made right
+// acc[r][v] += A rows x one k group of the panel. Each row's broadcast is made right
 // where it is used: with all six made up front, 24 accumulators + 4 B + 6 A exceed the
 // 32 registers and both g++ 12 and clang 14 spill accumulators in the hot loop.
-template <int MR, bool Flip, int KS, class LoadA>
-QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void k_group(__m512i (&acc)[KS][MR][4], int s, const LoadA& load_a,
-                                                        const std::int8_t* b) {
+template <int MR, bool Flip, class LoadA>
+QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void k_group(__m512i (&acc)[MR][4], const LoadA& load_a, const std::int8_t* b) {
   __m512i bv[4];
 #pragma GCC unroll 4
   for (int v = 0; v < 4; ++v) bv[v] = _mm512_load_si512(b + 64 * v);
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) {
-    __m512i av = _mm512_set1_epi32(load_a(r));
+    __m512i av = load_a(r);
     if (Flip) av = _mm512_xor_si512(av, _mm512_set1_epi8(static_cast<char>(0x80)));
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) acc[s][r][v] = _mm512_dpbusd_epi32(acc[s][r][v], av, bv[v]);
+    for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
   }
 }
 
-// The 4 activation bytes of row r at k group g, as one int32.
+// Row r's 4 activation bytes of one k group, broadcast to every lane.
 struct full_group {
   const std::uint8_t* const* row;
   index_t offset;
-  QLIB_ALWAYS_INLINE std::int32_t operator()(int r) const { return load_bytes4(row[r] + offset); }
+  QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE __m512i operator()(int r) const {
+    return _mm512_set1_epi32(load_bytes4(row[r] + offset));
+  }
 };
-// The tail group: fewer than 4 bytes per row, assembled beforehand.
+// The tail group: the last k % 4 bytes of each row by a masked load (masked-out bytes
+// are not read, so nothing past the end of A is touched; the zero padding of the
+// packed weights makes their lanes' products 0).
 struct tail_group {
-  const std::int32_t* bytes;
-  QLIB_ALWAYS_INLINE std::int32_t operator()(int r) const { return bytes[r]; }
+  const std::uint8_t* const* row;
+  index_t offset;
+  __mmask16 mask;
+  QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE __m512i operator()(int r) const {
+    return _mm512_broadcastd_epi32(_mm_maskz_loadu_epi8(mask, row[r] + offset));
+  }
 };
 
 // S = A[0:MR, 0:k] x panel into c (MR x 64 int32, row stride 64).
 template <int MR, bool Flip>
 QLIB_TARGET_AVX512_VNNI __attribute__((noinline)) void tile(index_t k, const std::uint8_t* a, index_t lda,
                                                             const std::int8_t* b, std::int32_t* c) {
-  constexpr int KS = MR <= 2 ? 2 : 1;  // accumulator sets along k
-  __m512i acc[KS][MR][4];
-#pragma GCC unroll 2
-  for (int s = 0; s < KS; ++s)
+  // Tiles of 1-2 rows alternate k groups between two accumulator sets (acc, acc2) so
+  // that they still have 8 independent chains; for longer tiles acc2 is dead code.
+  constexpr bool split_k = MR <= 2;
+  __m512i acc[MR][4], acc2[MR][4];
 #pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r)
+  for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-      for (int v = 0; v < 4; ++v) acc[s][r][v] = _mm512_setzero_si512();
+    for (int v = 0; v < 4; ++v) acc[r][v] = acc2[r][v] = _mm512_setzero_si512();
 
   const std::uint8_t* row[MR];
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) row[r] = a + r * lda;
 
+  // The partial last group (k % 4 bytes) goes first: with it after the main loop, g++ 12
+  // at -O3 (-ftree-partial-pre) keeps a stack copy of every accumulator inside the loop.
   const index_t groups = k / gemm::k_group;
-  index_t g = 0;
-  for (; g + KS <= groups; g += KS) {
-#pragma GCC unroll 2
-    for (int s = 0; s < KS; ++s)
-      k_group<MR, Flip, KS>(acc, s, full_group{row, (g + s) * gemm::k_group}, b + (g + s) * gemm::k_group_bytes);
-  }
-  for (; g < groups; ++g) k_group<MR, Flip, KS>(acc, 0, full_group{row, g * gemm::k_group}, b + g * gemm::k_group_bytes);
   if (const index_t tail = k - groups * gemm::k_group) {
-    std::int32_t bytes[MR];
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) bytes[r] = load_tail_bytes(row[r] + g * gemm::k_group, tail);
-    k_group<MR, Flip, KS>(acc, 0, tail_group{bytes}, b + g * gemm::k_group_bytes);
+    const auto mask = static_cast<__mmask16>((1u << tail) - 1);
+    k_group<MR, Flip>(acc, tail_group{row, groups * gemm::k_group, mask}, b + groups * gemm::k_group_bytes);
   }
+  index_t g = 0;
+  if (split_k) {
+    for (; g + 2 <= groups; g += 2) {
+      k_group<MR, Flip>(acc, full_group{row, g * gemm::k_group}, b + g * gemm::k_group_bytes);
+      k_group<MR, Flip>(acc2, full_group{row, (g + 1) * gemm::k_group}, b + (g + 1) * gemm::k_group_bytes);
+    }
+  }
+  for (; g < groups; ++g) k_group<MR, Flip>(acc, full_group{row, g * gemm::k_group}, b + g * gemm::k_group_bytes);
 
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
     for (int v = 0; v < 4; ++v) {
-      __m512i sum = acc[0][r][v];
-      if (KS == 2) sum = _mm512_add_epi32(sum, acc[KS - 1][r][v]);
+      const __m512i sum = split_k ? _mm512_add_epi32(acc[r][v], acc2[r][v]) : acc[r][v];
       _mm512_store_si512(c + r * gemm::panel_width + 16 * v, sum);
     }
   }

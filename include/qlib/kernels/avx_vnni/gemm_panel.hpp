@@ -16,8 +16,8 @@ QLIB_KERNEL_BEGIN
 // Contract: kernels/portable/gemm_panel.hpp. For CPUs with AVX-VNNI but no AVX-512
 // (Alder Lake and later client cores, Zen 5 client parts). As on AVX-512 VNNI, signed
 // activations are flipped to unsigned with XOR 0x80 (activation_offset 128).
-// Tile: 6 rows x 16 columns = 12 ymm accumulators + 2 of B + 1 of A + 1 flip constant =
-// all 16 registers; vpdpbusd ymm has a latency of 4-5 cycles at 2 per cycle on those
+// Tile: 6 rows x 16 columns = 12 ymm accumulators + 2 of B + 1 of A (the flip is an XOR
+// on the scalar before the broadcast) = 15 of 16 registers; vpdpbusd ymm has a latency of 4-5 cycles at 2 per cycle on those
 // cores, so 12 chains keep it busy. A panel is 4 such column strips.
 namespace qlib {
 namespace kernels {
@@ -41,8 +41,8 @@ QLIB_TARGET_AVX_VNNI QLIB_ALWAYS_INLINE void strip_step(__m256i (&acc)[MR][2], c
   const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bg + 32));
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) {
-    __m256i av = _mm256_set1_epi32(a4[r]);
-    if (Flip) av = _mm256_xor_si256(av, _mm256_set1_epi8(static_cast<char>(0x80)));
+    // The flip is done on the scalar: a vector constant would need a 17th register.
+    const __m256i av = _mm256_set1_epi32(Flip ? a4[r] ^ static_cast<std::int32_t>(0x80808080u) : a4[r]);
     acc[r][0] = _mm256_dpbusd_avx_epi32(acc[r][0], av, b0);
     acc[r][1] = _mm256_dpbusd_avx_epi32(acc[r][1], av, b1);
   }
@@ -56,17 +56,18 @@ QLIB_TARGET_AVX_VNNI __attribute__((noinline)) void strip(index_t k, const std::
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const index_t groups = k / gemm::k_group;
-  index_t g = 0;
-  for (; g < groups; ++g) {
-    std::int32_t a4[MR];
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) a4[r] = load_bytes4(a + r * lda + g * gemm::k_group);
-    strip_step<MR, Flip>(acc, b + g * gemm::k_group_bytes, a4);
-  }
+  // The partial last group first: after the loop, g++ 12 -O3 (-ftree-partial-pre) would
+  // keep stack copies of the accumulators inside it.
   if (const index_t tail = k - groups * gemm::k_group) {
     std::int32_t a4[MR];
 #pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) a4[r] = load_tail_bytes(a + r * lda + g * gemm::k_group, tail);
+    for (int r = 0; r < MR; ++r) a4[r] = load_tail_bytes(a + r * lda + groups * gemm::k_group, tail);
+    strip_step<MR, Flip>(acc, b + groups * gemm::k_group_bytes, a4);
+  }
+  for (index_t g = 0; g < groups; ++g) {
+    std::int32_t a4[MR];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) a4[r] = load_bytes4(a + r * lda + g * gemm::k_group);
     strip_step<MR, Flip>(acc, b + g * gemm::k_group_bytes, a4);
   }
 #pragma GCC unroll 6

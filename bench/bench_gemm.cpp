@@ -1,0 +1,301 @@
+// int8 GEMM throughput beside the measured VNNI peak, oneDNN's int8 matmul and OpenBLAS sgemm, in one run.
+//
+// Every GEMM is C = A x B with A uint8 (M x K), B int8 (K x N, packed once: qlib::gemm::pack,
+// oneDNN's reorder to the layout its primitive asks for with format_tag::any) and C
+// int32, zero points 0; sgemm runs the same shapes in fp32. Counters:
+//   GOPS      2*M*N*K / time
+//   pct_peak  GOPS over a register-only loop of independent vpdpbusd measured at start-up
+//             in this process (the same clock, same run)
+//   pct_read  (M = 1) packed-weight bytes/s over a plain zmm read of the same buffer
+// After the run a table prints qlib/oneDNN and qlib/sgemm per shape.
+//
+// Threads: QLIB_BENCH_THREADS (default 1) sets qlib's gemm_options::threads, OpenBLAS's
+// thread count and OMP_NUM_THREADS for oneDNN. Pin the process, e.g.
+//   taskset -c 1 ./bench_gemm                                   (single thread)
+//   QLIB_BENCH_THREADS=2 taskset -c 0,1 ./bench_gemm            (two threads)
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "qlib/gemm.hpp"
+#include "qlib/kernels/avx512/read_probe.hpp"
+#include "qlib/kernels/avx512vnni/dpbusd_probe.hpp"
+
+#if QLIB_BENCH_WITH_ONEDNN
+#include "oneapi/dnnl/dnnl.hpp"
+#endif
+#if QLIB_BENCH_WITH_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace {
+
+using qlib::index_t;
+
+struct shape {
+  index_t m, n, k;
+};
+const shape shapes[] = {{1, 4096, 4096},   {8, 4096, 4096},   {128, 768, 768}, {128, 3072, 768},
+                        {512, 512, 512},   {1024, 1024, 1024}, {3136, 64, 576}, {196, 256, 2304}};
+constexpr int shape_count = static_cast<int>(sizeof(shapes) / sizeof(shapes[0]));
+
+std::string shape_name(const shape& s) {
+  return std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
+}
+double ops(const shape& s) { return 2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k); }
+
+int bench_threads() {
+  static const int t = [] {
+    const char* e = std::getenv("QLIB_BENCH_THREADS");
+    const int v = e ? std::atoi(e) : 1;
+    return v >= 1 ? v : 1;
+  }();
+  return t;
+}
+
+struct loop_timer {
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
+};
+
+// The VNNI peak of this core in GOPS: median of 7 runs of the register-only probe.
+double vnni_peak_gops() {
+  static const double peak = [] {
+    if (!qlib::isa_supported(qlib::isa::avx512_vnni)) return 0.0;
+    constexpr index_t iterations = 2000000;
+    std::vector<double> gops;
+    for (int r = 0; r < 7; ++r) {
+      const loop_timer t;
+      benchmark::DoNotOptimize(qlib::kernels::dpbusd_peak_probe(iterations));
+      gops.push_back(qlib::kernels::dpbusd_probe_ops_per_iteration * iterations / t.seconds() / 1e9);
+    }
+    std::sort(gops.begin(), gops.end());
+    return gops[gops.size() / 2];
+  }();
+  return peak;
+}
+
+// The operands of one shape, made once: A, B (plain and packed), C, and float copies.
+struct operands {
+  shape s;
+  qlib::tensor<std::uint8_t, 2> a;
+  qlib::tensor<std::int8_t, 2> b;
+  qlib::gemm::packed_weights packed;
+  qlib::tensor<std::int32_t, 2> c;
+
+  explicit operands(const shape& sh) : s(sh), a({sh.m, sh.k}), b({sh.k, sh.n}), c({sh.m, sh.n}) {
+    std::mt19937 g(42);
+    for (auto& v : a) v = static_cast<std::uint8_t>(g());
+    for (auto& v : b) v = static_cast<std::int8_t>(g());
+    packed = qlib::gemm::pack(b.cview());
+  }
+};
+operands& operands_of(int i) {
+  static std::unique_ptr<operands> cache[shape_count];
+  if (!cache[i]) cache[i] = std::make_unique<operands>(shapes[i]);
+  return *cache[i];
+}
+
+struct row {
+  double qlib = 0, onednn = 0, sgemm = 0, qlib_read_fraction = 0;
+  std::string onednn_impl;
+  bool onednn_matches = true;
+};
+std::map<int, row>& table() {
+  static std::map<int, row> t;
+  return t;
+}
+
+double read_bytes_per_second(int shape_index) {
+  static std::map<int, double> cache;
+  auto it = cache.find(shape_index);
+  if (it != cache.end()) return it->second;
+  const auto& w = operands_of(shape_index).packed;
+  std::vector<double> rates;
+  for (int r = 0; r < 15; ++r) {
+    const loop_timer t;
+    benchmark::DoNotOptimize(qlib::kernels::read_probe(w.data(), w.byte_size()));
+    rates.push_back(static_cast<double>(w.byte_size()) / t.seconds());
+  }
+  std::sort(rates.begin(), rates.end());
+  return cache[shape_index] = rates[rates.size() / 2];
+}
+
+void set_gemm_counters(benchmark::State& state, const shape& s, double seconds) {
+  const double gops = ops(s) * static_cast<double>(state.iterations()) / seconds / 1e9;
+  state.counters["GOPS"] = gops;
+  if (vnni_peak_gops() > 0) state.counters["pct_peak"] = 100.0 * gops / vnni_peak_gops();
+}
+
+void BM_vnni_peak(benchmark::State& state) {
+  constexpr index_t iterations = 100000;
+  const loop_timer t;
+  for (auto _ : state) benchmark::DoNotOptimize(qlib::kernels::dpbusd_peak_probe(iterations));
+  state.counters["GOPS"] = qlib::kernels::dpbusd_probe_ops_per_iteration * iterations *
+                           static_cast<double>(state.iterations()) / t.seconds() / 1e9;
+}
+
+void BM_read_packed_weights(benchmark::State& state) {
+  const auto& w = operands_of(static_cast<int>(state.range(0))).packed;
+  state.SetLabel(shape_name(shapes[state.range(0)]) + " packed B");
+  const loop_timer t;
+  for (auto _ : state) benchmark::DoNotOptimize(qlib::kernels::read_probe(w.data(), w.byte_size()));
+  state.counters["GBps"] = static_cast<double>(w.byte_size()) * static_cast<double>(state.iterations()) / t.seconds() / 1e9;
+}
+
+void BM_qlib(benchmark::State& state) {
+  const int i = static_cast<int>(state.range(0));
+  operands& o = operands_of(i);
+  qlib::gemm::gemm_options opt;
+  opt.threads = bench_threads();
+  state.SetLabel(shape_name(o.s) + " " + qlib::gemm::kernel_name(qlib::active_isa()));
+  qlib::gemm::gemm(o.a.cview(), {0}, o.packed, o.c.view(), opt);  // warm caches and the thread pool
+  const loop_timer t;
+  for (auto _ : state) {
+    qlib::gemm::gemm(o.a.cview(), {0}, o.packed, o.c.view(), opt);
+    benchmark::ClobberMemory();
+  }
+  const double secs = t.seconds();
+  set_gemm_counters(state, o.s, secs);
+  row& r = table()[i];
+  r.qlib = ops(o.s) * static_cast<double>(state.iterations()) / secs / 1e9;
+  if (o.s.m == 1) {
+    const double bps = static_cast<double>(o.packed.byte_size()) * static_cast<double>(state.iterations()) / secs;
+    r.qlib_read_fraction = bps / read_bytes_per_second(i);
+    state.counters["pct_read"] = 100.0 * r.qlib_read_fraction;
+  }
+}
+
+#if QLIB_BENCH_WITH_ONEDNN
+void BM_onednn(benchmark::State& state) {
+  using namespace dnnl;
+  using dt = memory::data_type;
+  using tag = memory::format_tag;
+  const int i = static_cast<int>(state.range(0));
+  operands& o = operands_of(i);
+  const memory::dim m = o.s.m, n = o.s.n, k = o.s.k;
+  engine eng(engine::kind::cpu, 0);
+  stream strm(eng);
+  const memory::desc a_md({m, k}, dt::u8, tag::ab), c_md({m, n}, dt::s32, tag::ab);
+  const memory::desc b_any({k, n}, dt::s8, tag::any), b_plain({k, n}, dt::s8, tag::ab);
+  const matmul::primitive_desc pd(matmul::desc(a_md, b_any, c_md), eng);
+  memory b_user(b_plain, eng, o.b.data());
+  memory b_packed(pd.weights_desc(), eng);
+  reorder(b_user, b_packed).execute(strm, b_user, b_packed);
+  strm.wait();
+  qlib::tensor<std::int32_t, 2> c({o.s.m, o.s.n});
+  memory a_mem(a_md, eng, o.a.data()), c_mem(c_md, eng, c.data());
+  const matmul prim(pd);
+  const std::unordered_map<int, memory> args{{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_packed}, {DNNL_ARG_DST, c_mem}};
+  prim.execute(strm, args);
+  strm.wait();
+  row& r = table()[i];
+  r.onednn_impl = pd.impl_info_str();
+  qlib::gemm::gemm(o.a.cview(), {0}, o.packed, o.c.view());
+  r.onednn_matches = std::memcmp(c.data(), o.c.data(), sizeof(std::int32_t) * static_cast<std::size_t>(c.size())) == 0;
+  state.SetLabel(shape_name(o.s) + " " + r.onednn_impl);
+  const loop_timer t;
+  for (auto _ : state) {
+    prim.execute(strm, args);
+    strm.wait();
+  }
+  const double secs = t.seconds();
+  set_gemm_counters(state, o.s, secs);
+  r.onednn = ops(o.s) * static_cast<double>(state.iterations()) / secs / 1e9;
+}
+#endif
+
+#if QLIB_BENCH_WITH_OPENBLAS
+void BM_openblas_sgemm(benchmark::State& state) {
+  const int i = static_cast<int>(state.range(0));
+  operands& o = operands_of(i);
+  std::vector<float> a(static_cast<std::size_t>(o.a.size())), b(static_cast<std::size_t>(o.b.size()));
+  std::vector<float> c(static_cast<std::size_t>(o.s.m * o.s.n));
+  std::copy(o.a.begin(), o.a.end(), a.begin());
+  std::copy(o.b.begin(), o.b.end(), b.begin());
+  const auto m = static_cast<int>(o.s.m), n = static_cast<int>(o.s.n), k = static_cast<int>(o.s.k);
+  state.SetLabel(shape_name(o.s) + " fp32");
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
+  const loop_timer t;
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
+    benchmark::ClobberMemory();
+  }
+  const double secs = t.seconds();
+  set_gemm_counters(state, o.s, secs);
+  table()[i].sgemm = ops(o.s) * static_cast<double>(state.iterations()) / secs / 1e9;
+}
+#endif
+
+void register_benchmarks() {
+  benchmark::RegisterBenchmark("vnni_peak", BM_vnni_peak)->Unit(benchmark::kMillisecond)->UseRealTime();
+  benchmark::RegisterBenchmark("read_packed_weights", BM_read_packed_weights)
+      ->Arg(0)
+      ->Unit(benchmark::kMicrosecond)
+      ->UseRealTime();
+  for (int i = 0; i < shape_count; ++i) {
+    const std::string name = shape_name(shapes[i]);
+    benchmark::RegisterBenchmark(("qlib/" + name).c_str(), BM_qlib)->Arg(i)->Unit(benchmark::kMicrosecond)->UseRealTime();
+#if QLIB_BENCH_WITH_ONEDNN
+    benchmark::RegisterBenchmark(("onednn/" + name).c_str(), BM_onednn)->Arg(i)->Unit(benchmark::kMicrosecond)->UseRealTime();
+#endif
+#if QLIB_BENCH_WITH_OPENBLAS
+    benchmark::RegisterBenchmark(("openblas_sgemm/" + name).c_str(), BM_openblas_sgemm)
+        ->Arg(i)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+#endif
+  }
+}
+
+void print_summary() {
+  std::printf("\nthreads %d, VNNI peak %.1f GOPS (register-only vpdpbusd, measured at start-up)\n", bench_threads(),
+              vnni_peak_gops());
+  std::printf("%-16s %9s %6s %9s %6s %11s %9s %10s %s\n", "M x N x K", "qlib", "%peak", "oneDNN", "%peak", "qlib/oneDNN",
+              "sgemm", "qlib/sgemm", "notes");
+  for (const auto& kv : table()) {
+    const shape& s = shapes[kv.first];
+    const row& r = kv.second;
+    const double peak = vnni_peak_gops() > 0 ? vnni_peak_gops() : 1.0;
+    std::string notes;
+    if (s.m == 1 && r.qlib_read_fraction > 0)
+      notes += "qlib reads packed B at " + std::to_string(static_cast<int>(100.0 * r.qlib_read_fraction + 0.5)) +
+               "% of a plain read; ";
+    if (!r.onednn_matches) notes += "oneDNN result DIFFERS; ";
+    std::printf("%-16s %9.1f %6.1f %9.1f %6.1f %11.3f %9.1f %10.2f %s\n", shape_name(s).c_str(), r.qlib,
+                100.0 * r.qlib / peak, r.onednn, 100.0 * r.onednn / peak, r.onednn > 0 ? r.qlib / r.onednn : 0.0,
+                r.sgemm, r.sgemm > 0 ? r.qlib / r.sgemm : 0.0, notes.c_str());
+  }
+  for (const auto& kv : table())
+    if (!kv.second.onednn_impl.empty())
+      std::printf("oneDNN implementation for %s: %s\n", shape_name(shapes[kv.first]).c_str(),
+                  kv.second.onednn_impl.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Peers take their thread counts from the environment or their own API; set them
+  // before either library starts its threads.
+  const std::string threads = std::to_string(bench_threads());
+  setenv("OMP_NUM_THREADS", threads.c_str(), 1);
+#if QLIB_BENCH_WITH_OPENBLAS
+  openblas_set_num_threads(bench_threads());
+#endif
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  vnni_peak_gops();
+  register_benchmarks();
+  benchmark::RunSpecifiedBenchmarks();
+  print_summary();
+  return 0;
+}
