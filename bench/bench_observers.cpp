@@ -2,14 +2,16 @@
 //
 // `vs_plain_read` is this benchmark's bytes/s over the bytes/s of a plain read of the
 // same float buffer (an XOR of every 64-byte line at the widest vector width the CPU
-// has), measured at start-up in the same process (median of 9 passes). Two sizes: 64 MiB
+// has), measured at start-up in the same process (median of 9 passes). Both rates use
+// this thread's CPU time, not wall time: on a shared machine other processes preempt
+// this one, which inflates wall time by whatever they happen to do. Two sizes: 64 MiB
 // (from DRAM) and 512 KiB (from L2), since a reduction that keeps up with DRAM can still
 // be compute-bound in cache.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <vector>
 
@@ -87,6 +89,13 @@ std::uint64_t plain_read(const float* p, std::size_t n) {
   return plain_read_portable(p, n);
 }
 
+// This thread's CPU time in seconds.
+double cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 double plain_read_bytes_per_second(bool big) {
   auto measure = [](bool b) {
     const auto& x = input(b);
@@ -94,9 +103,9 @@ double plain_read_bytes_per_second(bool big) {
     const int reps = b ? 1 : 128;  // the small buffer is timed over many passes
     std::vector<double> secs;
     for (int r = 0; r < 9; ++r) {
-      const auto t0 = std::chrono::steady_clock::now();
+      const double t0 = cpu_seconds();
       for (int k = 0; k < reps; ++k) benchmark::DoNotOptimize(plain_read(x.data(), n));
-      secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps);
+      secs.push_back((cpu_seconds() - t0) / reps);
     }
     std::sort(secs.begin(), secs.end());
     return 4.0 * static_cast<double>(n) / secs[secs.size() / 2];
@@ -105,9 +114,10 @@ double plain_read_bytes_per_second(bool big) {
   return big ? big_rate : small_rate;
 }
 
+// Times the benchmark loop itself in thread CPU time.
 struct loop_timer {
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
+  double start = cpu_seconds();
+  double seconds() const { return cpu_seconds() - start; }
 };
 
 // Bytes/s counter plus the ratio to a plain read of the input floats.

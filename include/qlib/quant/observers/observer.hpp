@@ -38,7 +38,9 @@
 //    same parameter count (and, per-group, the same parameter shape), else
 //    errc::shape_mismatch; the batch size along other axes may change;
 //  - params() before any finite data is errc::empty_tensor; a parameter group that saw
-//    only non-finite values is errc::non_finite.
+//    only non-finite values is errc::non_finite;
+//  - an observer is not synchronized: calibrate in parallel with one observer per thread
+//    (or machine) and merge() them afterwards.
 namespace qlib {
 
 // What an observer has seen.

@@ -120,9 +120,9 @@ class minmax_calibrater {
       }
     return r;
   }
-  // The quantizer's parameters for these ranges: activation type t (default uint8),
-  // symmetric as ORT's ActivationSymmetric option.
-  quant_params params(qtype t = qtype::uint8, bool symmetric = false, bool reduce_range = false) const {
+  // The quantizer's parameters for these ranges: activation type t, symmetric as ORT's
+  // ActivationSymmetric option.
+  quant_params params(qtype t, bool symmetric = false, bool reduce_range = false) const {
     const auto r = compute_range();
     return onnxruntime::params_from_ranges(r.first, r.second, obs_.gran(), t, symmetric, reduce_range);
   }
