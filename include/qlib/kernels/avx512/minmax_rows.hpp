@@ -83,8 +83,8 @@ QLIB_TARGET_AVX512 inline void minmax_grouped(arch::avx512, const float* x, inde
                                               float* mx, nonfinite_counts& skipped) noexcept {
   using namespace avx512_minmax_detail;
   index_t k = 0, j = 0;
-  if (g % 16 == 0 && g <= 256) {
-    // Small groups (per-group weights, g = 16..256): whole vectors, two accumulators and
+  if (g % 16 == 0 && g <= 64) {
+    // Small groups (per-group weights, g = 16..64): whole vectors, two accumulators and
     // one horizontal reduction per group; a group holding NaN/Inf takes the full fold.
     for (; j + g <= n; ++k, j += g) {
       __m512 a = _mm512_loadu_ps(x + j), b = a;
