@@ -472,5 +472,9 @@ TEST_CASE("gemm: kernel names spell the contract", "[gemm]") {
   REQUIRE(std::string(gemm::kernel_name(isa::avx_vnni)) == "avxvnni_x8s8_6x16c4");
   REQUIRE(std::string(gemm::kernel_name(isa::avx512)) == "avx2_x8s8_4x8c4_madd16");  // no VNNI: AVX2's kernel
 #endif
-  if (!isa_supported(isa::avx_vnni)) WARN("this CPU has no AVX-VNNI: the avx_vnni kernel is compiled but not run");
+#if QLIB_ARCH_AARCH64
+  REQUIRE(std::string(gemm::kernel_name(isa::neon)) == "neon_x8s8_4x8c4_smull");
+  REQUIRE(std::string(gemm::kernel_name(isa::neon_dotprod)) == "neondot_x8s8_4x16c4");
+#endif
+  if (QLIB_ARCH_X86_64 && !isa_supported(isa::avx_vnni)) WARN("this CPU has no AVX-VNNI: the avx_vnni kernel is compiled but not run");
 }
