@@ -243,7 +243,10 @@ real_range select_range_mse(const grid_histogram& h, const affine_scheme<S>& sch
 }
 
 // TensorRT's entropy calibration (Migacz, "8-bit Inference with TensorRT", 2017) on the
-// |x| histogram: for each candidate number of bins i (from the level count to all bins,
+// |x| histogram, first refined (each bin split evenly) to at least kl_bins bins, the
+// resolution TensorRT uses over [0, amax]; without that the grid histogram's coarser
+// |x| bins make the search stop near its first candidate. Then for each candidate number
+// of bins i (from the level count to all bins,
 // every `stride` bins), P = the first i bins with the counts beyond folded into bin i-1,
 // Q = the first i bins merged into `levels` groups and spread back evenly over each
 // group's non-empty bins; the threshold T = i * bin width of the least KL(P || Q) (ties
