@@ -20,10 +20,14 @@ namespace avx2_codebook_detail {
 struct table16 {
   __m256 lo, hi;
 };
+// The first `count` (<= 16) values of v, then `pad`: masked loads, no store round trip.
 QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE table16 make_table(const float* v, int count, float pad) {
-  alignas(32) float tab[16];
-  for (int i = 0; i < 16; ++i) tab[i] = i < count ? v[i] : pad;
-  return {_mm256_load_ps(tab), _mm256_load_ps(tab + 8)};
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i lo_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lane);
+  const __m256i hi_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count - 8), lane);
+  const __m256 p = _mm256_set1_ps(pad);
+  return {_mm256_blendv_ps(p, _mm256_maskload_ps(v, lo_mask), _mm256_castsi256_ps(lo_mask)),
+          _mm256_blendv_ps(p, _mm256_maskload_ps(v + 8, hi_mask), _mm256_castsi256_ps(hi_mask))};
 }
 // tab[idx] for idx in [0, 16): vpermps on both halves, blended on bit 3.
 QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE __m256 lookup(const table16& tab, __m256i idx) {

@@ -21,15 +21,12 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __mmask16 tail_mask(index_t left) {
 
 // The L - 1 thresholds padded with +Inf to 16 lanes (y > +Inf is never true, so the
 // padding is never counted).
+// (Masked loads straight from the codebook: no store-to-load round trip per group.)
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512 threshold_table(const float* t, int L) {
-  alignas(64) float tab[16];
-  for (int i = 0; i < 16; ++i) tab[i] = i < L - 1 ? t[i] : INFINITY;
-  return _mm512_load_ps(tab);
+  return _mm512_mask_loadu_ps(_mm512_set1_ps(INFINITY), static_cast<__mmask16>((1u << (L - 1)) - 1), t);
 }
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512 level_table(const float* levels, int L) {
-  alignas(64) float tab[16];
-  for (int i = 0; i < 16; ++i) tab[i] = i < L ? levels[i] : 0.0f;
-  return _mm512_load_ps(tab);
+  return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << L) - 1), levels);
 }
 
 // codebook_index on 16 lanes: a branchless binary search, one vpermps probe per level bit.
