@@ -194,16 +194,14 @@ TEST_CASE("stages: float requantize, clamps, casts, dequantize equal eval()", "[
   }
 }
 
-TEST_CASE("stages: the zero-point correction equals eval()", "[gemm][stages][isa]") {
+TEST_CASE("stages: the weight zero-point correction equals eval()", "[gemm][stages][isa]") {
   const index_t rows = 5, cols = 40, row0 = 17, col0 = 64;
-  std::vector<std::int32_t> column_offset(cols), row_sum(rows), zb(static_cast<std::size_t>(col0 + cols));
-  for (auto& v : column_offset) v = rand_int(int_min, int_max);
+  std::vector<std::int32_t> row_sum(rows), zb(static_cast<std::size_t>(col0 + cols));
   for (auto& v : row_sum) v = rand_int(int_min, int_max);
   for (auto& v : zb) v = rand_int(-128, 127);
   const auto acc = crafted_accumulators(static_cast<std::size_t>(rows * cols));
-  for (int variant = 0; variant < 3; ++variant) {
-    gemm::zero_point_correction z{column_offset.data(), col0, variant ? row_sum.data() : nullptr, row0, zb.data(),
-                                  variant == 2};
+  for (bool per_channel : {false, true}) {
+    const gemm::weight_zero_point_correction z{row_sum.data(), row0, zb.data(), per_channel};
     check_on_every_isa(gemm::make_pipeline(z), acc, rows, cols, row0, col0);
   }
 }

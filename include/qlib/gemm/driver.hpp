@@ -70,24 +70,34 @@ void gemm_part(Tag tag, tensor_view<const Act, 2> a, std::int32_t za, const pack
   const bool need_row_sums = w.has_zero_points();
   const index_t mc = row_block_rows(k);
   std::int32_t row_sum[max_row_block];
-  std::int32_t column_offset[panel_width];
+  alignas(64) std::int32_t column_offset[panel_width];
   for (index_t r0 = r_begin; r0 < r_end; r0 += mc) {
     const index_t rows = std::min(mc, r_end - r0);
     const Act* a_block = a.data() + r0 * lda;
     if (need_row_sums) centered_row_sums(a_block, lda, rows, k, za, row_sum);
     for (index_t p = p_begin; p < p_end; ++p) {
       const index_t col0 = p * panel_width, cols = std::min(panel_width, n - col0);
-      for (index_t j = 0; j < cols; ++j)
-        column_offset[j] = wrapping_mul(-za_kernel, w.column_sums()[static_cast<std::size_t>(col0 + j)]);
-      const zero_point_correction correction{column_offset,      col0, need_row_sums ? row_sum : nullptr, r0,
-                                             w.zero_points().data(), w.per_channel()};
-      const auto stages = std::tuple_cat(std::make_tuple(correction), pipeline);
+      // The kernels start their accumulators here (gemm/zero_point_correction.hpp).
+      for (index_t j = 0; j < panel_width; ++j)
+        column_offset[j] = j < cols ? wrapping_mul(-za_kernel, w.column_sums()[static_cast<std::size_t>(col0 + j)]) : 0;
       Out* c_block = c.data() + r0 * ldc + col0;
-      auto epilogue = [&](index_t tile_row, index_t tile_rows, const std::int32_t* tile) {
-        kernels::store_tile(tag, stages, tile, panel_width, tile_rows, cols, c_block + tile_row * ldc, ldc,
-                            r0 + tile_row, col0);
+      // The output pipeline on each finished tile, C's rows at stride ldc.
+      auto run_pipeline = [&](const auto& stages) {
+        auto epilogue = [&](index_t tile_row, index_t tile_rows, const std::int32_t* tile) {
+          kernels::store_tile(tag, stages, tile, panel_width, tile_rows, cols, c_block + tile_row * ldc, ldc,
+                              r0 + tile_row, col0);
+        };
+        Kernel::run_panel(rows, k, a_block, lda, w.panel(p), column_offset, epilogue);
       };
-      Kernel::run_panel(rows, k, a_block, lda, w.panel(p), epilogue);
+      if (need_row_sums) {
+        const weight_zero_point_correction correction{row_sum, r0, w.zero_points().data(), w.per_channel()};
+        run_pipeline(std::tuple_cat(std::make_tuple(correction), pipeline));
+      } else if constexpr (std::tuple_size<Pipeline>::value == 0) {
+        kernels::direct_int32_output out{c_block, ldc, cols};  // int32 C: no epilogue at all
+        Kernel::run_panel(rows, k, a_block, lda, w.panel(p), column_offset, out);
+      } else {
+        run_pipeline(pipeline);
+      }
     }
   }
 }

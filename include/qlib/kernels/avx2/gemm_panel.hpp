@@ -58,6 +58,8 @@ QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE void strip_step(__m256i (&acc)[MR][2], const
     const __m256i av = widen_a<Signed>(a4[r]);
     acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
     acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
+    // Keeps the accumulators in registers (see kernels/avx512vnni/gemm_panel.hpp).
+    __asm__("" : "+x"(acc[r][0]), "+x"(acc[r][1]));
   }
 }
 
@@ -65,13 +67,12 @@ QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE void strip_step(__m256i (&acc)[MR][2], const
 // (row stride 64).
 template <int MR, bool Signed>
 QLIB_TARGET_AVX2 __attribute__((noinline)) void strip(index_t k, const std::uint8_t* a, index_t lda,
-                                                      const std::int8_t* b, std::int32_t* c) {
+                                                      const std::int8_t* b, const std::int32_t* init, std::int32_t* c) {
   __m256i acc[MR][2];
 #pragma GCC unroll 4
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const index_t groups = k / gemm::k_group;
-  // The partial last group first: after the loop, g++ 12 -O3 (-ftree-partial-pre) would
-  // keep stack copies of the accumulators inside it.
+  // The partial last group first, so the loop ends the strip.
   if (const index_t tail = k - groups * gemm::k_group) {
     std::int32_t a4[MR];
 #pragma GCC unroll 4
@@ -88,22 +89,22 @@ QLIB_TARGET_AVX2 __attribute__((noinline)) void strip(index_t k, const std::uint
   for (int r = 0; r < MR; ++r) {
     // hadd gives columns [0 1 4 5 | 2 3 6 7]; put the 64-bit pairs back in order.
     const __m256i h = _mm256_hadd_epi32(acc[r][0], acc[r][1]);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * gemm::panel_width),
-                        _mm256_permute4x64_epi64(h, _MM_SHUFFLE(3, 1, 2, 0)));
+    const __m256i sums = _mm256_permute4x64_epi64(h, _MM_SHUFFLE(3, 1, 2, 0));
+    const __m256i start = _mm256_load_si256(reinterpret_cast<const __m256i*>(init));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * gemm::panel_width), _mm256_add_epi32(sums, start));
   }
 }
 
 template <bool Signed>
-QLIB_TARGET_AVX2 void run_tile(index_t rows, index_t k, const std::uint8_t* a, index_t lda, const std::int8_t* panel,
-                               std::int32_t* c) {
+QLIB_TARGET_AVX2 void run_tile(index_t rows, index_t k, const std::uint8_t* a, index_t lda, const std::int8_t* panel, const std::int32_t* column_init, std::int32_t* c) {
   QLIB_ASSERT(rows >= 1 && rows <= 4);
   for (index_t col = 0; col < gemm::panel_width; col += 8) {
     const std::int8_t* b = panel + col * gemm::k_group;
     switch (rows) {
-      case 4: strip<4, Signed>(k, a, lda, b, c + col); break;
-      case 3: strip<3, Signed>(k, a, lda, b, c + col); break;
-      case 2: strip<2, Signed>(k, a, lda, b, c + col); break;
-      default: strip<1, Signed>(k, a, lda, b, c + col); break;
+      case 4: strip<4, Signed>(k, a, lda, b, column_init + col, c + col); break;
+      case 3: strip<3, Signed>(k, a, lda, b, column_init + col, c + col); break;
+      case 2: strip<2, Signed>(k, a, lda, b, column_init + col, c + col); break;
+      default: strip<1, Signed>(k, a, lda, b, column_init + col, c + col); break;
     }
   }
 }
@@ -116,13 +117,14 @@ struct avx2_gemm_kernel {
   static constexpr std::int32_t activation_offset() noexcept {
     return 0;
   }
-  template <class Act, class Epilogue>
-  static void run_panel(index_t m, index_t k, const Act* a, index_t lda, const std::int8_t* panel, Epilogue& epilogue) {
+  template <class Act, class Output>
+  static void run_panel(index_t m, index_t k, const Act* a, index_t lda, const std::int8_t* panel,
+                        const std::int32_t* column_init, Output& out) {
     alignas(64) std::int32_t tile[4 * gemm::panel_width];
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(a);
     for_each_row_tile(m, 4, [&](index_t r0, index_t rows) {
-      avx2_detail::run_tile<std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, tile);
-      epilogue(r0, rows, static_cast<const std::int32_t*>(tile));
+      avx2_detail::run_tile<std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, column_init, tile);
+      hand_over(out, r0, rows, tile);
     });
   }
 };

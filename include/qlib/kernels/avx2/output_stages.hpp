@@ -96,14 +96,11 @@ QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE __m256i requantize_float8(__m256i x, __m256 
 
 // ---- the stages ----
 
-QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE __m256i apply(const gemm::zero_point_correction& s, __m256i x, const lanes& at) {
-  __m256i v = _mm256_add_epi32(x, load_i32(s.column_offset + (at.col - s.col_begin), at));
-  if (s.row_sum) {
-    const __m256i zb = s.per_channel ? load_i32(s.weight_zero_point + at.col, at)
-                                     : _mm256_set1_epi32(s.weight_zero_point[0]);
-    v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zb, _mm256_set1_epi32(s.row_sum[at.row - s.row_begin])));
-  }
-  return v;
+QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE __m256i apply(const gemm::weight_zero_point_correction& s, __m256i x,
+                                                  const lanes& at) {
+  const __m256i zb = s.per_channel ? load_i32(s.weight_zero_point + at.col, at)
+                                   : _mm256_set1_epi32(s.weight_zero_point[0]);
+  return _mm256_sub_epi32(x, _mm256_mullo_epi32(zb, _mm256_set1_epi32(s.row_sum[at.row - s.row_begin])));
 }
 
 QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE __m256i apply(const gemm::bias_add& s, __m256i x, const lanes& at) {

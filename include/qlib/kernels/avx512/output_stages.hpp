@@ -130,14 +130,11 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i requantize_float16(__m512i x, __m5
 
 // ---- the stages ----
 
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::zero_point_correction& s, __m512i x, const lanes& at) {
-  __m512i v = _mm512_add_epi32(x, _mm512_maskz_loadu_epi32(at.mask, s.column_offset + (at.col - s.col_begin)));
-  if (s.row_sum) {
-    const __m512i zb = s.per_channel ? _mm512_maskz_loadu_epi32(at.mask, s.weight_zero_point + at.col)
-                                     : _mm512_set1_epi32(s.weight_zero_point[0]);
-    v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zb, _mm512_set1_epi32(s.row_sum[at.row - s.row_begin])));
-  }
-  return v;
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::weight_zero_point_correction& s, __m512i x,
+                                                    const lanes& at) {
+  const __m512i zb = s.per_channel ? _mm512_maskz_loadu_epi32(at.mask, s.weight_zero_point + at.col)
+                                   : _mm512_set1_epi32(s.weight_zero_point[0]);
+  return _mm512_sub_epi32(x, _mm512_mullo_epi32(zb, _mm512_set1_epi32(s.row_sum[at.row - s.row_begin])));
 }
 
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::bias_add& s, __m512i x, const lanes& at) {

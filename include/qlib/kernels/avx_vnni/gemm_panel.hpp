@@ -45,19 +45,20 @@ QLIB_TARGET_AVX_VNNI QLIB_ALWAYS_INLINE void strip_step(__m256i (&acc)[MR][2], c
     const __m256i av = _mm256_set1_epi32(Flip ? a4[r] ^ static_cast<std::int32_t>(0x80808080u) : a4[r]);
     acc[r][0] = _mm256_dpbusd_avx_epi32(acc[r][0], av, b0);
     acc[r][1] = _mm256_dpbusd_avx_epi32(acc[r][1], av, b1);
+    // Keeps the accumulators in registers (see kernels/avx512vnni/gemm_panel.hpp).
+    __asm__("" : "+x"(acc[r][0]), "+x"(acc[r][1]));
   }
 }
 
 // S = A[0:MR, 0:k] x 16 columns of the panel (b at column 0 of the strip) into c (row stride 64).
 template <int MR, bool Flip>
 QLIB_TARGET_AVX_VNNI __attribute__((noinline)) void strip(index_t k, const std::uint8_t* a, index_t lda,
-                                                          const std::int8_t* b, std::int32_t* c) {
+                                                          const std::int8_t* b, const std::int32_t* init, std::int32_t* c) {
   __m256i acc[MR][2];
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const index_t groups = k / gemm::k_group;
-  // The partial last group first: after the loop, g++ 12 -O3 (-ftree-partial-pre) would
-  // keep stack copies of the accumulators inside it.
+  // The partial last group first, so the loop ends the strip.
   if (const index_t tail = k - groups * gemm::k_group) {
     std::int32_t a4[MR];
 #pragma GCC unroll 6
@@ -72,24 +73,27 @@ QLIB_TARGET_AVX_VNNI __attribute__((noinline)) void strip(index_t k, const std::
   }
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * gemm::panel_width), acc[r][0]);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * gemm::panel_width + 8), acc[r][1]);
+    const __m256i* start = reinterpret_cast<const __m256i*>(init);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * gemm::panel_width),
+                        _mm256_add_epi32(acc[r][0], _mm256_load_si256(start)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * gemm::panel_width + 8),
+                        _mm256_add_epi32(acc[r][1], _mm256_load_si256(start + 1)));
   }
 }
 
 template <bool Flip>
 QLIB_TARGET_AVX_VNNI void run_tile(index_t rows, index_t k, const std::uint8_t* a, index_t lda,
-                                   const std::int8_t* panel, std::int32_t* c) {
+                                   const std::int8_t* panel, const std::int32_t* column_init, std::int32_t* c) {
   QLIB_ASSERT(rows >= 1 && rows <= 6);
   for (index_t col = 0; col < gemm::panel_width; col += 16) {
     const std::int8_t* b = panel + col * gemm::k_group;
     switch (rows) {
-      case 6: strip<6, Flip>(k, a, lda, b, c + col); break;
-      case 5: strip<5, Flip>(k, a, lda, b, c + col); break;
-      case 4: strip<4, Flip>(k, a, lda, b, c + col); break;
-      case 3: strip<3, Flip>(k, a, lda, b, c + col); break;
-      case 2: strip<2, Flip>(k, a, lda, b, c + col); break;
-      default: strip<1, Flip>(k, a, lda, b, c + col); break;
+      case 6: strip<6, Flip>(k, a, lda, b, column_init + col, c + col); break;
+      case 5: strip<5, Flip>(k, a, lda, b, column_init + col, c + col); break;
+      case 4: strip<4, Flip>(k, a, lda, b, column_init + col, c + col); break;
+      case 3: strip<3, Flip>(k, a, lda, b, column_init + col, c + col); break;
+      case 2: strip<2, Flip>(k, a, lda, b, column_init + col, c + col); break;
+      default: strip<1, Flip>(k, a, lda, b, column_init + col, c + col); break;
     }
   }
 }
@@ -102,13 +106,14 @@ struct avx_vnni_gemm_kernel {
   static constexpr std::int32_t activation_offset() noexcept {
     return std::is_signed<Act>::value ? 128 : 0;
   }
-  template <class Act, class Epilogue>
-  static void run_panel(index_t m, index_t k, const Act* a, index_t lda, const std::int8_t* panel, Epilogue& epilogue) {
+  template <class Act, class Output>
+  static void run_panel(index_t m, index_t k, const Act* a, index_t lda, const std::int8_t* panel,
+                        const std::int32_t* column_init, Output& out) {
     alignas(64) std::int32_t tile[6 * gemm::panel_width];
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(a);
     for_each_row_tile(m, 6, [&](index_t r0, index_t rows) {
-      avx_vnni_detail::run_tile<std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, tile);
-      epilogue(r0, rows, static_cast<const std::int32_t*>(tile));
+      avx_vnni_detail::run_tile<std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, column_init, tile);
+      hand_over(out, r0, rows, tile);
     });
   }
 };

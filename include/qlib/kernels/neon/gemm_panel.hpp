@@ -49,8 +49,7 @@ QLIB_ALWAYS_INLINE void strip_step(int32x4_t (&acc)[MR][4], const std::int8_t* b
 
 // S = A[0:MR, 0:k] x 8 columns of the panel (b at column 0 of the strip) into c (row stride 64).
 template <int MR, bool Flip>
-__attribute__((noinline)) void strip(index_t k, const std::uint8_t* a, index_t lda, const std::int8_t* b,
-                                     std::int32_t* c) {
+__attribute__((noinline)) void strip(index_t k, const std::uint8_t* a, index_t lda, const std::int8_t* b, const std::int32_t* init, std::int32_t* c) {
   int32x4_t acc[MR][4];
 #pragma GCC unroll 4
   for (int r = 0; r < MR; ++r)
@@ -78,22 +77,21 @@ __attribute__((noinline)) void strip(index_t k, const std::uint8_t* a, index_t l
   }
 #pragma GCC unroll 4
   for (int r = 0; r < MR; ++r) {
-    vst1q_s32(c + r * gemm::panel_width, vpaddq_s32(acc[r][0], acc[r][1]));
-    vst1q_s32(c + r * gemm::panel_width + 4, vpaddq_s32(acc[r][2], acc[r][3]));
+    vst1q_s32(c + r * gemm::panel_width, vaddq_s32(vpaddq_s32(acc[r][0], acc[r][1]), vld1q_s32(init)));
+    vst1q_s32(c + r * gemm::panel_width + 4, vaddq_s32(vpaddq_s32(acc[r][2], acc[r][3]), vld1q_s32(init + 4)));
   }
 }
 
 template <bool Flip>
-void run_tile(index_t rows, index_t k, const std::uint8_t* a, index_t lda, const std::int8_t* panel,
-              std::int32_t* c) {
+void run_tile(index_t rows, index_t k, const std::uint8_t* a, index_t lda, const std::int8_t* panel, const std::int32_t* column_init, std::int32_t* c) {
   QLIB_ASSERT(rows >= 1 && rows <= 4);
   for (index_t col = 0; col < gemm::panel_width; col += 8) {
     const std::int8_t* b = panel + col * gemm::k_group;
     switch (rows) {
-      case 4: strip<4, Flip>(k, a, lda, b, c + col); break;
-      case 3: strip<3, Flip>(k, a, lda, b, c + col); break;
-      case 2: strip<2, Flip>(k, a, lda, b, c + col); break;
-      default: strip<1, Flip>(k, a, lda, b, c + col); break;
+      case 4: strip<4, Flip>(k, a, lda, b, column_init + col, c + col); break;
+      case 3: strip<3, Flip>(k, a, lda, b, column_init + col, c + col); break;
+      case 2: strip<2, Flip>(k, a, lda, b, column_init + col, c + col); break;
+      default: strip<1, Flip>(k, a, lda, b, column_init + col, c + col); break;
     }
   }
 }
@@ -106,13 +104,14 @@ struct neon_gemm_kernel {
   static constexpr std::int32_t activation_offset() noexcept {
     return std::is_signed<Act>::value ? 0 : -128;
   }
-  template <class Act, class Epilogue>
-  static void run_panel(index_t m, index_t k, const Act* a, index_t lda, const std::int8_t* panel, Epilogue& epilogue) {
+  template <class Act, class Output>
+  static void run_panel(index_t m, index_t k, const Act* a, index_t lda, const std::int8_t* panel,
+                        const std::int32_t* column_init, Output& out) {
     alignas(64) std::int32_t tile[4 * gemm::panel_width];
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(a);
     for_each_row_tile(m, 4, [&](index_t r0, index_t rows) {
-      neon_detail::run_tile<!std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, tile);
-      epilogue(r0, rows, static_cast<const std::int32_t*>(tile));
+      neon_detail::run_tile<!std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, column_init, tile);
+      hand_over(out, r0, rows, tile);
     });
   }
 };

@@ -48,7 +48,7 @@ QLIB_TARGET_NEON_DOTPROD QLIB_ALWAYS_INLINE void dot_lane(int32x4_t (&acc)[MR][4
 // S = A[0:MR, 0:k] x 16 columns of the panel (b at column 0 of the strip) into c (row stride 64).
 template <int MR, bool Flip>
 QLIB_TARGET_NEON_DOTPROD __attribute__((noinline)) void strip(index_t k, const std::uint8_t* a, index_t lda,
-                                                              const std::int8_t* b, std::int32_t* c) {
+                                                              const std::int8_t* b, const std::int32_t* init, std::int32_t* c) {
   int32x4_t acc[MR][4];
 #pragma GCC unroll 4
   for (int r = 0; r < MR; ++r)
@@ -92,20 +92,21 @@ QLIB_TARGET_NEON_DOTPROD __attribute__((noinline)) void strip(index_t k, const s
 #pragma GCC unroll 4
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) vst1q_s32(c + r * gemm::panel_width + 4 * v, acc[r][v]);
+    for (int v = 0; v < 4; ++v)
+      vst1q_s32(c + r * gemm::panel_width + 4 * v, vaddq_s32(acc[r][v], vld1q_s32(init + 4 * v)));
 }
 
 template <bool Flip>
 QLIB_TARGET_NEON_DOTPROD void run_tile(index_t rows, index_t k, const std::uint8_t* a, index_t lda,
-                                       const std::int8_t* panel, std::int32_t* c) {
+                                       const std::int8_t* panel, const std::int32_t* column_init, std::int32_t* c) {
   QLIB_ASSERT(rows >= 1 && rows <= 4);
   for (index_t col = 0; col < gemm::panel_width; col += 16) {
     const std::int8_t* b = panel + col * gemm::k_group;
     switch (rows) {
-      case 4: strip<4, Flip>(k, a, lda, b, c + col); break;
-      case 3: strip<3, Flip>(k, a, lda, b, c + col); break;
-      case 2: strip<2, Flip>(k, a, lda, b, c + col); break;
-      default: strip<1, Flip>(k, a, lda, b, c + col); break;
+      case 4: strip<4, Flip>(k, a, lda, b, column_init + col, c + col); break;
+      case 3: strip<3, Flip>(k, a, lda, b, column_init + col, c + col); break;
+      case 2: strip<2, Flip>(k, a, lda, b, column_init + col, c + col); break;
+      default: strip<1, Flip>(k, a, lda, b, column_init + col, c + col); break;
     }
   }
 }
@@ -118,13 +119,14 @@ struct neon_dotprod_gemm_kernel {
   static constexpr std::int32_t activation_offset() noexcept {
     return std::is_signed<Act>::value ? 0 : -128;
   }
-  template <class Act, class Epilogue>
-  static void run_panel(index_t m, index_t k, const Act* a, index_t lda, const std::int8_t* panel, Epilogue& epilogue) {
+  template <class Act, class Output>
+  static void run_panel(index_t m, index_t k, const Act* a, index_t lda, const std::int8_t* panel,
+                        const std::int32_t* column_init, Output& out) {
     alignas(64) std::int32_t tile[4 * gemm::panel_width];
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(a);
     for_each_row_tile(m, 4, [&](index_t r0, index_t rows) {
-      neon_dotprod_detail::run_tile<!std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, tile);
-      epilogue(r0, rows, static_cast<const std::int32_t*>(tile));
+      neon_dotprod_detail::run_tile<!std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, column_init, tile);
+      hand_over(out, r0, rows, tile);
     });
   }
 };
