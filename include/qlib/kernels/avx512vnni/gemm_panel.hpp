@@ -24,7 +24,8 @@ QLIB_KERNEL_BEGIN
 // loads of B, 6 broadcasts of A, 24 vpdpbusd. vpdpbusd has a latency of 4 cycles here
 // (Zen 4: 1 zmm per cycle; Zen 5 and Intel issue 2 per cycle): 24 independent chains
 // cover every current core with room to spare, and loads stay well under 1 per
-// vpdpbusd. Tiles of 1-2 rows split K over 2 accumulator sets to keep >= 8 chains.
+// vpdpbusd. Tiles with fewer than 12 accumulators (1-2 rows) split K over 2 sets of
+// them to keep >= 8 chains.
 // 64 columns (a whole packed panel) rather than 48 because layer widths are powers of
 // two: 8 x 48 would waste a third of the work at N = 64.
 namespace qlib {
@@ -39,17 +40,18 @@ QLIB_ALWAYS_INLINE std::int32_t load_bytes4(const std::uint8_t* p) {
 // acc[r][v] += A rows x one k group of the panel. Each row's broadcast is made right
 // where it is used: with all six made up front, 24 accumulators + 4 B + 6 A exceed the
 // 32 registers and both g++ 12 and clang 14 spill accumulators in the hot loop.
-template <int MR, bool Flip, class LoadA>
-QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void k_group(__m512i (&acc)[MR][4], const LoadA& load_a, const std::int8_t* b) {
-  __m512i bv[4];
+template <int MR, int NV, bool Flip, class LoadA>
+QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void k_group(__m512i (&acc)[MR][NV], const LoadA& load_a,
+                                                        const std::int8_t* b) {
+  __m512i bv[NV];
 #pragma GCC unroll 4
-  for (int v = 0; v < 4; ++v) bv[v] = _mm512_load_si512(b + 64 * v);
-#pragma GCC unroll 6
+  for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_si512(b + 64 * v);
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     __m512i av = load_a(r);
     if (Flip) av = _mm512_xor_si512(av, _mm512_set1_epi8(static_cast<char>(0x80)));
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) {
+    for (int v = 0; v < NV; ++v) {
       acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
       // An empty asm that takes and returns the accumulator in a register: it costs no
       // instruction, and stops g++ 12 -O3 (-ftree-partial-pre) from keeping stack
@@ -80,71 +82,75 @@ struct tail_group {
   }
 };
 
-// S = init + A[0:MR, 0:k] x panel, columns [0, cols) stored to c (row stride ldc):
-// straight into C for int32 output, else into the tile buffer (ldc 64, cols 64).
-template <int MR, bool Flip>
+// S = init + A[0:MR, 0:k] x 16 * NV columns of the panel (b and init at the strip's first
+// column), columns [0, cols) stored to c (row stride ldc): straight into C for int32
+// output, else into the tile buffer.
+template <int MR, int NV, bool Flip>
 QLIB_TARGET_AVX512_VNNI __attribute__((noinline)) void tile(index_t k, const std::uint8_t* a, index_t lda,
                                                             const std::int8_t* b, const std::int32_t* init,
                                                             std::int32_t* c, index_t ldc, index_t cols) {
-  // Tiles of 1-2 rows alternate k groups between two accumulator sets (acc, acc2) so
-  // that they still have 8 independent chains; for longer tiles acc2 is dead code.
-  constexpr bool split_k = MR <= 2;
-  __m512i acc[MR][4], acc2[MR][4];
-#pragma GCC unroll 6
+  // Tiles of fewer than 12 accumulators alternate k groups between two accumulator sets
+  // (acc, acc2) to keep >= 8 independent chains; otherwise acc2 is dead code.
+  constexpr bool split_k = MR * NV < 12;
+  __m512i acc[MR][NV], acc2[MR][NV];
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) {
+    for (int v = 0; v < NV; ++v) {
       acc[r][v] = _mm512_load_si512(init + 16 * v);
       acc2[r][v] = _mm512_setzero_si512();
     }
 
   const std::uint8_t* row[MR];
-#pragma GCC unroll 6
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) row[r] = a + r * lda;
 
   // The partial last group (k % 4 bytes) goes first, so the loop ends the tile.
   const index_t groups = k / gemm::k_group;
   if (const index_t tail = k - groups * gemm::k_group) {
     const auto mask = static_cast<__mmask16>((1u << tail) - 1);
-    k_group<MR, Flip>(acc, tail_group{row, groups * gemm::k_group, mask}, b + groups * gemm::k_group_bytes);
+    k_group<MR, NV, Flip>(acc, tail_group{row, groups * gemm::k_group, mask}, b + groups * gemm::k_group_bytes);
   }
   index_t g = 0;
   if (split_k) {
     for (; g + 2 <= groups; g += 2) {
-      k_group<MR, Flip>(acc, full_group{row, g * gemm::k_group}, b + g * gemm::k_group_bytes);
-      k_group<MR, Flip>(acc2, full_group{row, (g + 1) * gemm::k_group}, b + (g + 1) * gemm::k_group_bytes);
+      k_group<MR, NV, Flip>(acc, full_group{row, g * gemm::k_group}, b + g * gemm::k_group_bytes);
+      k_group<MR, NV, Flip>(acc2, full_group{row, (g + 1) * gemm::k_group}, b + (g + 1) * gemm::k_group_bytes);
     }
   }
-  for (; g < groups; ++g) k_group<MR, Flip>(acc, full_group{row, g * gemm::k_group}, b + g * gemm::k_group_bytes);
+  for (; g < groups; ++g)
+    k_group<MR, NV, Flip>(acc, full_group{row, g * gemm::k_group}, b + g * gemm::k_group_bytes);
 
-  __mmask16 keep[4];
+  __mmask16 keep[NV];
 #pragma GCC unroll 4
-  for (int v = 0; v < 4; ++v) {
+  for (int v = 0; v < NV; ++v) {
     const index_t left = cols - 16 * v;
     keep[v] = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << left) - 1);
   }
-#pragma GCC unroll 6
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) {
+    for (int v = 0; v < NV; ++v) {
       const __m512i sum = split_k ? _mm512_add_epi32(acc[r][v], acc2[r][v]) : acc[r][v];
       _mm512_mask_storeu_epi32(c + r * ldc + 16 * v, keep[v], sum);
     }
   }
 }
 
+// One row tile of 1-6 rows x 64 columns. (Two 8 x 32 passes for M = 8 were tried: they
+// read each B panel once, but at 58% of peak against 91% for 4 + 4 rows.)
 template <bool Flip>
 QLIB_TARGET_AVX512_VNNI void run_tile(index_t rows, index_t k, const std::uint8_t* a, index_t lda,
                                       const std::int8_t* b, const std::int32_t* init, std::int32_t* c, index_t ldc,
                                       index_t cols) {
   QLIB_ASSERT(rows >= 1 && rows <= 6 && cols >= 1 && cols <= gemm::panel_width);
   switch (rows) {
-    case 6: return tile<6, Flip>(k, a, lda, b, init, c, ldc, cols);
-    case 5: return tile<5, Flip>(k, a, lda, b, init, c, ldc, cols);
-    case 4: return tile<4, Flip>(k, a, lda, b, init, c, ldc, cols);
-    case 3: return tile<3, Flip>(k, a, lda, b, init, c, ldc, cols);
-    case 2: return tile<2, Flip>(k, a, lda, b, init, c, ldc, cols);
-    default: return tile<1, Flip>(k, a, lda, b, init, c, ldc, cols);
+    case 6: return tile<6, 4, Flip>(k, a, lda, b, init, c, ldc, cols);
+    case 5: return tile<5, 4, Flip>(k, a, lda, b, init, c, ldc, cols);
+    case 4: return tile<4, 4, Flip>(k, a, lda, b, init, c, ldc, cols);
+    case 3: return tile<3, 4, Flip>(k, a, lda, b, init, c, ldc, cols);
+    case 2: return tile<2, 4, Flip>(k, a, lda, b, init, c, ldc, cols);
+    default: return tile<1, 4, Flip>(k, a, lda, b, init, c, ldc, cols);
   }
 }
 
