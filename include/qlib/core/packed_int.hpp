@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "qlib/core/index_iteration.hpp"
 #include "qlib/core/tensor.hpp"
 #include "qlib/core/tensor_view.hpp"
 
@@ -108,24 +109,6 @@ constexpr bool all_integral() {
   return (std::is_integral<I>::value && ...);
 }
 
-// Calls f(idx) once per row of `shape` (idx[Rank-1] == 0), in row-major order; never
-// for an empty shape.
-template <std::size_t Rank, class F>
-void for_each_row(const extents<Rank>& shape, F&& f) {
-  for (std::size_t a = 0; a < Rank; ++a)
-    if (shape[a] == 0) return;
-  extents<Rank> idx{};
-  for (;;) {
-    f(static_cast<const extents<Rank>&>(idx));
-    std::size_t a = Rank - 1;
-    for (;;) {
-      if (a == 0) return;
-      --a;
-      if (++idx[a] < shape[a]) break;
-      idx[a] = 0;
-    }
-  }
-}
 
 // Row kernels. Unit == true means stride 1 (the loops the compiler vectorizes).
 

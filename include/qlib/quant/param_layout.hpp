@@ -1,20 +1,11 @@
 // Which parameter each element uses: per-element lookup and per-row patterns.
 #pragma once
 
+#include "qlib/core/index_iteration.hpp"
 #include "qlib/quant/granularity.hpp"
 
 namespace qlib {
 namespace detail {
-
-// Advances a row-major multi-index over `shape`; false after the last element.
-template <std::size_t Rank>
-bool next_index(extents<Rank>& idx, const extents<Rank>& shape, std::size_t dims = Rank) noexcept {
-  for (std::size_t a = dims; a-- > 0;) {
-    if (++idx[a] < shape[a]) return true;
-    idx[a] = 0;
-  }
-  return false;
-}
 
 // The parameters of one row (the last axis): element j uses parameter
 // offset + j (per_element) or offset + j / group (grouped; per-tensor is one group).
@@ -70,15 +61,6 @@ class param_indexer {
   extents<Rank> shape_;
   extents<Rank> pstrides_;
 };
-
-// Calls f(idx) for the start of every row of a non-empty shape (idx[Rank-1] == 0).
-template <std::size_t Rank, class F>
-void for_each_row(const extents<Rank>& shape, F&& f) {
-  extents<Rank> idx{};
-  do {
-    f(static_cast<const extents<Rank>&>(idx));
-  } while (next_index(idx, shape, Rank - 1));
-}
 
 }  // namespace detail
 }  // namespace qlib

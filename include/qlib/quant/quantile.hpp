@@ -14,7 +14,7 @@
 #include "qlib/quant/observers/param_rows.hpp"
 #include "qlib/quant/quantile_fit.hpp"
 #include "qlib/quant/quantile_nf4.hpp"
-#include "qlib/quant/quantile_packed_int.hpp"
+#include "qlib/core/packed_int.hpp"
 #include "qlib/quant/quantile_params.hpp"
 #include "qlib/quant/quantile_reference.hpp"
 
