@@ -7,6 +7,8 @@
 //   pct_peak  GOPS over a register-only loop of independent vpdpbusd measured at start-up
 //             in this process (the same clock, same run)
 //   pct_read  (M = 1) packed-weight bytes/s over a plain zmm read of the same buffer
+// qlib_int8_out runs the same GEMM with an int8 layer epilogue (bias, per-channel
+// requantize, ReLU, saturating cast), to show what the output pipeline costs.
 // After the run a table prints qlib/oneDNN and qlib/sgemm per shape.
 //
 // Threads: QLIB_BENCH_THREADS (default 1) sets qlib's gemm_options::threads, OpenBLAS's
@@ -106,7 +108,7 @@ operands& operands_of(int i) {
 }
 
 struct row {
-  double qlib = 0, onednn = 0, sgemm = 0, qlib_read_fraction = 0;
+  double qlib = 0, qlib_int8 = 0, onednn = 0, sgemm = 0, qlib_read_fraction = 0;
   std::string onednn_impl;
   bool onednn_matches = true;
 };
@@ -173,6 +175,37 @@ void BM_qlib(benchmark::State& state) {
     r.qlib_read_fraction = bps / read_bytes_per_second(i);
     state.counters["pct_read"] = 100.0 * r.qlib_read_fraction;
   }
+}
+
+// The same GEMM with a typical int8 layer epilogue: per-channel bias, per-channel
+// fixed-point requantize (TFLite double rounding), ReLU, saturating cast to int8.
+void BM_qlib_int8_out(benchmark::State& state) {
+  const int i = static_cast<int>(state.range(0));
+  operands& o = operands_of(i);
+  qlib::gemm::gemm_options opt;
+  opt.threads = bench_threads();
+  std::vector<std::int32_t> bias(static_cast<std::size_t>(o.s.n)), mult(bias.size()), shift(bias.size());
+  for (std::size_t j = 0; j < bias.size(); ++j) {
+    bias[j] = static_cast<std::int32_t>(j * 37 % 2001) - 1000;
+    const auto q = qlib::quantize_multiplier(0.0001 * (1.0 + static_cast<double>(j % 7) / 7.0));
+    mult[j] = q.multiplier;
+    shift[j] = q.shift;
+  }
+  const auto pipeline = qlib::gemm::make_pipeline(
+      qlib::gemm::bias_add{bias.data(), o.s.n},
+      qlib::gemm::requantize_fixed_point_per_channel<>{mult.data(), shift.data(), o.s.n, 3}, qlib::gemm::relu(3),
+      qlib::gemm::saturating_cast<std::int8_t>{});
+  qlib::tensor<std::int8_t, 2> c({o.s.m, o.s.n});
+  state.SetLabel(shape_name(o.s) + " bias+requant+relu+int8");
+  qlib::gemm::gemm(o.a.cview(), {0}, o.packed, pipeline, c.view(), opt);
+  const loop_timer t;
+  for (auto _ : state) {
+    qlib::gemm::gemm(o.a.cview(), {0}, o.packed, pipeline, c.view(), opt);
+    benchmark::ClobberMemory();
+  }
+  const double secs = t.seconds();
+  set_gemm_counters(state, o.s, secs);
+  table()[i].qlib_int8 = ops(o.s) * static_cast<double>(state.iterations()) / secs / 1e9;
 }
 
 #if QLIB_BENCH_WITH_ONEDNN
@@ -245,6 +278,10 @@ void register_benchmarks() {
   for (int i = 0; i < shape_count; ++i) {
     const std::string name = shape_name(shapes[i]);
     benchmark::RegisterBenchmark(("qlib/" + name).c_str(), BM_qlib)->Arg(i)->Unit(benchmark::kMicrosecond)->UseRealTime();
+    benchmark::RegisterBenchmark(("qlib_int8_out/" + name).c_str(), BM_qlib_int8_out)
+        ->Arg(i)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
 #if QLIB_BENCH_WITH_ONEDNN
     benchmark::RegisterBenchmark(("onednn/" + name).c_str(), BM_onednn)->Arg(i)->Unit(benchmark::kMicrosecond)->UseRealTime();
 #endif
@@ -260,8 +297,8 @@ void register_benchmarks() {
 void print_summary() {
   std::printf("\nthreads %d, VNNI peak %.1f GOPS (register-only vpdpbusd, measured at start-up)\n", bench_threads(),
               vnni_peak_gops());
-  std::printf("%-16s %9s %6s %9s %6s %11s %9s %10s %s\n", "M x N x K", "qlib", "%peak", "oneDNN", "%peak", "qlib/oneDNN",
-              "sgemm", "qlib/sgemm", "notes");
+  std::printf("%-16s %9s %6s %9s %6s %9s %6s %11s %9s %10s %s\n", "M x N x K", "qlib", "%peak", "qlib-int8", "%peak",
+              "oneDNN", "%peak", "qlib/oneDNN", "sgemm", "qlib/sgemm", "notes");
   for (const auto& kv : table()) {
     const shape& s = shapes[kv.first];
     const row& r = kv.second;
@@ -271,9 +308,9 @@ void print_summary() {
       notes += "qlib reads packed B at " + std::to_string(static_cast<int>(100.0 * r.qlib_read_fraction + 0.5)) +
                "% of a plain read; ";
     if (!r.onednn_matches) notes += "oneDNN result DIFFERS; ";
-    std::printf("%-16s %9.1f %6.1f %9.1f %6.1f %11.3f %9.1f %10.2f %s\n", shape_name(s).c_str(), r.qlib,
-                100.0 * r.qlib / peak, r.onednn, 100.0 * r.onednn / peak, r.onednn > 0 ? r.qlib / r.onednn : 0.0,
-                r.sgemm, r.sgemm > 0 ? r.qlib / r.sgemm : 0.0, notes.c_str());
+    std::printf("%-16s %9.1f %6.1f %9.1f %6.1f %9.1f %6.1f %11.3f %9.1f %10.2f %s\n", shape_name(s).c_str(), r.qlib,
+                100.0 * r.qlib / peak, r.qlib_int8, 100.0 * r.qlib_int8 / peak, r.onednn, 100.0 * r.onednn / peak,
+                r.onednn > 0 ? r.qlib / r.onednn : 0.0, r.sgemm, r.sgemm > 0 ? r.qlib / r.sgemm : 0.0, notes.c_str());
   }
   for (const auto& kv : table())
     if (!kv.second.onednn_impl.empty())
