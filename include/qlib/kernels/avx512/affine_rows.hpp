@@ -40,6 +40,31 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i load16(const std::uint16_t* p, __m
   return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
 }
 
+// Stores 64 codes from four vectors of int32 with two packs and one permute: cheaper
+// than four narrowing vpmov* stores, which are slow on some cores (Zen 4). The codes
+// are inside the storage range, so the saturating packs never saturate.
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i dword_order_after_pack() {
+  return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store64(std::int8_t* p, __m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i v = _mm512_packs_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
+  _mm512_storeu_si512(p, _mm512_permutexvar_epi32(dword_order_after_pack(), v));
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store64(std::uint8_t* p, __m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i v = _mm512_packus_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
+  _mm512_storeu_si512(p, _mm512_permutexvar_epi32(dword_order_after_pack(), v));
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store64(std::int16_t* p, __m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+  _mm512_storeu_si512(p, _mm512_permutexvar_epi64(order, _mm512_packs_epi32(a, b)));
+  _mm512_storeu_si512(p + 32, _mm512_permutexvar_epi64(order, _mm512_packs_epi32(c, d)));
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store64(std::uint16_t* p, __m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+  _mm512_storeu_si512(p, _mm512_permutexvar_epi64(order, _mm512_packus_epi32(a, b)));
+  _mm512_storeu_si512(p + 32, _mm512_permutexvar_epi64(order, _mm512_packus_epi32(c, d)));
+}
+
 // Lanes [0, min(left,16)) set.
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __mmask16 tail_mask(index_t left) {
   return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
@@ -86,10 +111,7 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void quantize_run(const float* x, Q* q, in
     const __m512i b = quantize16(_mm512_loadu_ps(x + j + 16), c);
     const __m512i d = quantize16(_mm512_loadu_ps(x + j + 32), c);
     const __m512i e = quantize16(_mm512_loadu_ps(x + j + 48), c);
-    store16(q + j, a, 0xffff);
-    store16(q + j + 16, b, 0xffff);
-    store16(q + j + 32, d, 0xffff);
-    store16(q + j + 48, e, 0xffff);
+    store64(q + j, a, b, d, e);
   }
   for (; j < n; j += 16) {
     const __mmask16 m = tail_mask(n - j);
