@@ -10,30 +10,12 @@
 
 using namespace qlib;
 using qlib_test::rand_float;
+using qlib_test::for_each_isa;
 using qlib_test::rand_int;
+using qlib_test::same_bits;
 
 namespace {
 
-const isa all_isas[] = {isa::portable, isa::avx2, isa::avx512, isa::avx512_vnni, isa::neon, isa::neon_dotprod};
-
-// Runs f once per ISA this CPU supports, with dispatch capped at that ISA.
-template <class F>
-void for_each_isa(F&& f) {
-  for (isa i : all_isas) {
-    if (!isa_supported(i)) continue;
-    set_isa_limit(i);
-    INFO("isa " << isa_name(i));
-    f(i);
-  }
-  clear_isa_limit();
-}
-
-bool same_bits(float a, float b) {
-  std::uint32_t x, y;
-  std::memcpy(&x, &a, 4);
-  std::memcpy(&y, &b, 4);
-  return x == y;
-}
 
 // A random value mix: normal data, exact ties and grid points for the given scale,
 // values far outside the range, and (optionally) NaN and +/-Inf.

@@ -4,8 +4,10 @@
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <cstring>
 #include <random>
 
+#include "qlib/arch/isa.hpp"
 #include "qlib/core/error.hpp"
 
 #if QLIB_EXCEPTIONS
@@ -54,4 +56,26 @@ inline std::mt19937_64& rng() {
 }
 inline int rand_int(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng()); }
 inline float rand_float(float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(rng()); }
+
+// Runs f(isa) once per ISA this CPU supports, with dispatch capped at that ISA, so a
+// test sees every compiled path (on x86: portable, avx2, avx512...; on ARM: neon...).
+template <class F>
+void for_each_isa(F&& f) {
+  using qlib::isa;
+  for (isa i : {isa::portable, isa::avx2, isa::avx_vnni, isa::avx512, isa::avx512_vnni, isa::neon, isa::neon_dotprod}) {
+    if (!qlib::isa_supported(i)) continue;
+    qlib::set_isa_limit(i);
+    INFO("isa " << qlib::isa_name(i));
+    f(i);
+  }
+  qlib::clear_isa_limit();
+}
+
+// Bitwise float equality (tells -0 from +0 and compares NaN payloads).
+inline bool same_bits(float a, float b) {
+  std::uint32_t x, y;
+  std::memcpy(&x, &a, 4);
+  std::memcpy(&y, &b, 4);
+  return x == y;
+}
 }  // namespace qlib_test
