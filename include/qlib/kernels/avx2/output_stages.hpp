@@ -233,8 +233,9 @@ QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE void store(std::uint8_t* p, __m256i v, const
 
 // See kernels/portable/output_stages.hpp for the contract.
 template <class Pipeline, class Out>
-QLIB_TARGET_AVX2 void store_tile(arch::avx2, const Pipeline& pipeline, const std::int32_t* tile, index_t ld,
+QLIB_TARGET_AVX2 void store_tile(arch::avx2, const Pipeline& pipeline_in, const std::int32_t* tile, index_t ld,
                                  index_t rows, index_t cols, Out* c, index_t ldc, index_t row0, index_t col0) {
+  const Pipeline pipeline = pipeline_in;  // see kernels/avx512/output_stages.hpp
   for (index_t r = 0; r < rows; ++r) {
     for (index_t j = 0; j < cols; j += 8) {
       const int count = cols - j >= 8 ? 8 : static_cast<int>(cols - j);

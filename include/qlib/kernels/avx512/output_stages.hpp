@@ -69,14 +69,18 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i merge_even_odd(__m512i even, __m51
 }
 
 // multiply_by_quantized_multiplier(), double rounding, with per-lane multiplier and shift.
+// AnyLeft = false when no lane has shift > 0: the saturating left shift is skipped.
+template <bool AnyLeft>
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i mbqm_double(__m512i x, __m512i multiplier, __m512i shift) {
   const __m512i zero = _mm512_setzero_si512();
-  const __m512i left = _mm512_max_epi32(shift, zero);
   const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
-  // saturating_left_shift: shift, shift back, and saturate lanes that lost bits.
-  const __m512i shifted = _mm512_sllv_epi32(x, left);
-  const __mmask16 lost = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(shifted, left), x);
-  const __m512i xs = _mm512_mask_mov_epi32(shifted, lost, saturation_value(x));
+  __m512i xs = x;
+  if (AnyLeft) {  // saturating_left_shift: shift, shift back, and saturate lanes that lost bits
+    const __m512i left = _mm512_max_epi32(shift, zero);
+    const __m512i shifted = _mm512_sllv_epi32(x, left);
+    const __mmask16 lost = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(shifted, left), x);
+    xs = _mm512_mask_mov_epi32(shifted, lost, saturation_value(x));
+  }
   // SaturatingRoundingDoublingHighMul = (x * m + 2^30) >> 31 (floor) for every pair but
   // INT32_MIN * INT32_MIN, which multiplier >= 0 rules out.
   const __m512i nudge = _mm512_set1_epi64(std::int64_t{1} << 30);
@@ -111,10 +115,25 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i mbqm_single(__m512i x, __m512i mul
   return merge_even_odd(pe, po);
 }
 
+// saturating_add(multiply_by_quantized_multiplier(x, m, shift), zp) on 16 lanes. When
+// every real lane shifts right (shift < 0, the usual multiplier < 0.5), no left shift
+// happens and |result| <= 2^30, so for |zp| < 2^30 the add cannot overflow: that path
+// skips both saturations (about a third of the work).
 template <fixed_point_rounding R>
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i mbqm(__m512i x, __m512i multiplier, __m512i shift) {
-  if constexpr (R == fixed_point_rounding::double_rounding) return mbqm_double(x, multiplier, shift);
-  else return mbqm_single(x, multiplier, shift);
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i requantize_fixed16(__m512i x, __m512i multiplier, __m512i shift,
+                                                                 std::int32_t zp, __mmask16 real) {
+  const __m512i vzp = _mm512_set1_epi32(zp);
+  const bool right_only = (_mm512_cmpge_epi32_mask(shift, _mm512_setzero_si512()) & real) == 0;
+  if (right_only && zp > -(1 << 30) && zp < (1 << 30)) {
+    if constexpr (R == fixed_point_rounding::double_rounding)
+      return _mm512_add_epi32(mbqm_double<false>(x, multiplier, shift), vzp);
+    else
+      return _mm512_add_epi32(mbqm_single(x, multiplier, shift), vzp);
+  }
+  if constexpr (R == fixed_point_rounding::double_rounding)
+    return saturating_add(mbqm_double<true>(x, multiplier, shift), vzp);
+  else
+    return saturating_add(mbqm_single(x, multiplier, shift), vzp);
 }
 
 // quantize_value(float(x), multiplier, zp, qmin, qmax) for non-NaN products (the product
@@ -144,8 +163,8 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::bias_add& s, __m
 template <fixed_point_rounding R>
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::requantize_fixed_point<R>& s, __m512i x,
                                                     const lanes&) {
-  return saturating_add(mbqm<R>(x, _mm512_set1_epi32(s.multiplier), _mm512_set1_epi32(s.shift)),
-                        _mm512_set1_epi32(s.zero_point));
+  return requantize_fixed16<R>(x, _mm512_set1_epi32(s.multiplier), _mm512_set1_epi32(s.shift), s.zero_point,
+                               __mmask16(0xffff));
 }
 
 template <fixed_point_rounding R>
@@ -153,7 +172,7 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::requantize_fixed
                                                     const lanes& at) {
   const __m512i m = _mm512_maskz_loadu_epi32(at.mask, s.multiplier + at.col);
   const __m512i sh = _mm512_maskz_loadu_epi32(at.mask, s.shift + at.col);
-  return saturating_add(mbqm<R>(x, m, sh), _mm512_set1_epi32(s.zero_point));
+  return requantize_fixed16<R>(x, m, sh, s.zero_point, at.mask);
 }
 
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::requantize_float& s, __m512i x, const lanes&) {
@@ -253,8 +272,11 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::uint16_t* p, __m512i v, __
 
 // See kernels/portable/output_stages.hpp for the contract.
 template <class Pipeline, class Out>
-QLIB_TARGET_AVX512 void store_tile(arch::avx512, const Pipeline& pipeline, const std::int32_t* tile, index_t ld,
+QLIB_TARGET_AVX512 void store_tile(arch::avx512, const Pipeline& pipeline_in, const std::int32_t* tile, index_t ld,
                                    index_t rows, index_t cols, Out* c, index_t ldc, index_t row0, index_t col0) {
+  // A local copy: stores to int8 C may alias the caller's pipeline object, which would
+  // make the compiler reload every stage parameter after every store.
+  const Pipeline pipeline = pipeline_in;
   for (index_t r = 0; r < rows; ++r) {
     for (index_t j = 0; j < cols; j += 16) {
       const __mmask16 m = avx512_stages::tail_mask(cols - j);
