@@ -338,6 +338,9 @@ int main(int argc, char** argv) {
   // before either library starts its threads.
   const std::string threads = std::to_string(bench_threads());
   setenv("OMP_NUM_THREADS", threads.c_str(), 1);
+  // Idle OpenMP workers must sleep, not spin: a spinning oneDNN worker would steal the
+  // second core from the next library's threads.
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
 #if QLIB_BENCH_WITH_OPENBLAS
   openblas_set_num_threads(bench_threads());
 #endif

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -320,13 +321,33 @@ TEST_CASE("gemm: threads 1..4 and every executor give the serial bits", "[gemm][
         run_case(cs);
       }
   }
-  SECTION("a user thread_pool") {
-    thread_pool pool(3);
-    REQUIRE(pool.concurrency() == 3);
-    std::vector<int> hits(100, 0);
-    auto task = [&](index_t i) { hits[static_cast<std::size_t>(i)] += 1; };
-    for (int rep = 0; rep < 50; ++rep) pool.parallel_for(100, task);
-    for (int h : hits) REQUIRE(h == 50);
+  SECTION("a user thread_pool, sleeping or spinning between calls") {
+    for (int spin_us : {0, 50}) {
+      thread_pool pool(3, spin_us);
+      REQUIRE(pool.concurrency() == 3);
+      std::vector<int> hits(100, 0);
+      auto task = [&](index_t i) { hits[static_cast<std::size_t>(i)] += 1; };
+      for (int rep = 0; rep < 50; ++rep) pool.parallel_for(100, task);
+      pool.parallel_for(0, task);
+      pool.parallel_for(1, task);
+      REQUIRE(hits[0] == 51);
+      for (std::size_t i = 1; i < hits.size(); ++i) REQUIRE(hits[i] == 50);
+      // A GEMM on it gives the serial bits.
+      case_spec cs;
+      cs.m = 40;
+      cs.n = 300;
+      cs.k = 70;
+      cs.threads = 3;
+      cs.executor = 0;
+      operands<std::uint8_t> ops(cs);
+      tensor<std::int32_t, 2> serial({cs.m, cs.n}), parallel({cs.m, cs.n});
+      gemm::gemm(ops.a.cview(), {5}, ops.packed, serial.view());
+      gemm::gemm_options opt;
+      opt.threads = 3;
+      opt.executor = &pool;
+      gemm::gemm(ops.a.cview(), {5}, ops.packed, parallel.view(), opt);
+      REQUIRE(std::memcmp(serial.data(), parallel.data(), sizeof(std::int32_t) * static_cast<std::size_t>(serial.size())) == 0);
+    }
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -16,12 +17,19 @@
 namespace qlib {
 
 // `threads` is the total parallelism, the calling thread included: thread_pool(4)
-// starts 3 workers. Workers sleep between calls. One parallel_for runs at a time;
-// concurrent callers queue.
+// starts 3 workers. One parallel_for runs at a time; concurrent callers queue.
+//
+// With spin_microseconds > 0, workers spin that long between calls watching for the
+// next job before they sleep on a condition variable, and the caller spins the same
+// way waiting for them, saving the tens of microseconds a wake-up costs when calls come
+// back to back on otherwise idle cores. The default is 0 (sleep at once): on a shared
+// machine spinning threads take time from the threads doing the work (measured here:
+// a 1 ms spin cut a two-thread 512^3 GEMM to a third of its speed).
 class thread_pool final : public parallel_executor {
  public:
-  explicit thread_pool(int threads) : threads_(threads) {
+  explicit thread_pool(int threads, int spin_microseconds = 0) : threads_(threads), spin_us_(spin_microseconds) {
     QLIB_CHECK(threads >= 1, errc::invalid_argument, "thread_pool needs >= 1 thread, got " + std::to_string(threads));
+    QLIB_CHECK(spin_microseconds >= 0, errc::invalid_argument, "thread_pool: negative spin time");
     workers_.reserve(static_cast<std::size_t>(threads - 1));
     for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
   }
@@ -30,7 +38,7 @@ class thread_pool final : public parallel_executor {
   ~thread_pool() override {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
+      stop_.store(true, std::memory_order_release);
     }
     wake_.notify_all();
     for (auto& t : workers_) t.join();
@@ -45,22 +53,34 @@ class thread_pool final : public parallel_executor {
       for (index_t i = 0; i < count; ++i) task(i);
       return;
     }
+    task_ = &task;
+    count_ = count;
+    next_.store(0, std::memory_order_relaxed);
+    busy_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
     {
-      std::lock_guard<std::mutex> lock(mutex_);
-      task_ = &task;
-      count_ = count;
-      next_.store(0, std::memory_order_relaxed);
-      busy_workers_ = static_cast<int>(workers_.size());
-      ++generation_;
+      std::lock_guard<std::mutex> lock(mutex_);  // a worker about to sleep sees it or is woken
+      generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     run_tasks(task, count);
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return busy_workers_ == 0; });
-    task_ = nullptr;
+    // Every worker checks in before the job (and task_) may go away.
+    if (!spin_until([&] { return busy_workers_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [&] { return busy_workers_.load(std::memory_order_acquire) == 0; });
+    }
   }
 
  private:
+  template <class Ready>
+  bool spin_until(Ready ready) const {
+    if (ready()) return true;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+    for (unsigned i = 1;; ++i) {
+      if (ready()) return true;
+      if (i % 64 == 0 && std::chrono::steady_clock::now() >= until) return ready();
+    }
+  }
+
   void run_tasks(const task_ref& task, index_t count) {
     for (index_t i = next_.fetch_add(1, std::memory_order_relaxed); i < count;
          i = next_.fetch_add(1, std::memory_order_relaxed))
@@ -70,26 +90,25 @@ class thread_pool final : public parallel_executor {
   void worker_loop() {
     std::uint64_t seen = 0;
     for (;;) {
-      const task_ref* task;
-      index_t count;
-      {
+      auto job_or_stop = [&] {
+        return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen;
+      };
+      if (!spin_until(job_or_stop)) {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-        task = task_;
-        count = count_;
+        wake_.wait(lock, job_or_stop);
       }
-      run_tasks(*task, count);
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        --busy_workers_;
+      if (stop_.load(std::memory_order_acquire)) return;
+      seen = generation_.load(std::memory_order_acquire);
+      run_tasks(*task_, count_);
+      if (busy_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);  // the caller checks under this mutex before it sleeps
+        done_.notify_one();
       }
-      done_.notify_one();
     }
   }
 
   int threads_;
+  int spin_us_;
   std::vector<std::thread> workers_;
   std::mutex run_mutex_;
   std::mutex mutex_;
@@ -97,9 +116,9 @@ class thread_pool final : public parallel_executor {
   const task_ref* task_ = nullptr;
   index_t count_ = 0;
   std::atomic<index_t> next_{0};
-  int busy_workers_ = 0;
-  std::uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::atomic<int> busy_workers_{0};
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
 };
 
 // The process-wide pool used when a caller asks for threads but passes no executor:
