@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Checks that the hot loops of qlib's x86 GEMM micro-kernels keep their accumulators in
+# registers: compiles every kernel tile with g++ and clang++ at -O2 and -O3, finds in
+# each function the loop with the most vpdpbusd/vpmaddwd, and counts the vector loads
+# and stores to the stack inside it. Prints one line per (compiler, level, kernel);
+# exits 1 if any hot loop touches the stack.
+#
+# Why: g++ 12 -O3 (-ftree-partial-pre) has kept stack copies of accumulators inside
+# these loops (19-37 zmm spills per k group, half the speed) whenever the code around
+# the loop changed; see the empty asm "pins" in kernels/*/gemm_panel.hpp.
+#   usage: tools/check_kernel_spills.sh [repo root]
+set -euo pipefail
+root=$(cd "${1:-$(dirname "$0")/..}" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cat > "$work/kernels.cpp" <<'CPP'
+#include "qlib/kernels/avx2/gemm_panel.hpp"
+#include "qlib/kernels/avx512vnni/gemm_panel.hpp"
+#include "qlib/kernels/avx_vnni/gemm_panel.hpp"
+using namespace qlib;
+using namespace qlib::kernels;
+#define TILE(MR, F) template void avx512vnni_detail::tile<MR, 4, F>(index_t, const std::uint8_t*, index_t, \
+    const std::int8_t*, const std::int32_t*, std::int32_t*, index_t, index_t);
+TILE(6, false) TILE(6, true) TILE(5, false) TILE(4, true) TILE(3, false) TILE(2, true) TILE(1, false)
+#define STRIP(NS, MR, F) template void NS::strip<MR, F>(index_t, const std::uint8_t*, index_t, const std::int8_t*, \
+    const std::int32_t*, std::int32_t*);
+STRIP(avx2_detail, 4, false) STRIP(avx2_detail, 4, true) STRIP(avx2_detail, 1, true)
+STRIP(avx_vnni_detail, 6, false) STRIP(avx_vnni_detail, 6, true) STRIP(avx_vnni_detail, 2, true)
+CPP
+status=0
+for cxx in g++ clang++; do
+  for opt in -O2 -O3; do
+    "$cxx" -std=c++17 "$opt" -DNDEBUG -I"$root/include" -c "$work/kernels.cpp" -o "$work/k.o"
+    objdump -d --no-show-raw-insn -C "$work/k.o" > "$work/k.s"
+    python3 - "$work/k.s" "$cxx $opt" <<'PY' || status=1
+import re, sys
+text = open(sys.argv[1]).read()
+bad = False
+for fn in re.split(r'\n(?=[0-9a-f]+ <)', text):
+    name = re.match(r'[0-9a-f]+ <(.*)>:', fn)
+    if not name or ('tile<' not in name.group(1) and 'strip<' not in name.group(1)):
+        continue
+    lines = [l for l in fn.splitlines()[1:] if re.match(r'\s*[0-9a-f]+:', l)]
+    addr = [int(l.split(':')[0], 16) for l in lines]
+    best = None
+    for i, l in enumerate(lines):
+        m = re.search(r'\sj\w+\s+([0-9a-f]+)\s', l)
+        if m and int(m.group(1), 16) < addr[i] and int(m.group(1), 16) in addr:
+            body = lines[addr.index(int(m.group(1), 16)):i + 1]
+            n = sum(('vpdpbusd' in x) or ('vpmaddwd' in x) for x in body)
+            if n and (best is None or n > best[0]):
+                best = (n, body)
+    short = re.sub(r'qlib::kernels::|\(.*', '', name.group(1))
+    if best is None:
+        print(f"{sys.argv[2]:12} {short:40} no loop found"); bad = True; continue
+    n, body = best
+    stack = sum(bool(re.search(r'\((%rsp|%rbp)\)', x)) and 'mm' in x for x in body)
+    print(f"{sys.argv[2]:12} {short:40} {n:2} multiply-adds, {stack} vector stack accesses")
+    bad = bad or stack > 0
+sys.exit(1 if bad else 0)
+PY
+  done
+done
+exit $status
