@@ -8,7 +8,7 @@
 # Why: g++ 12 -O3 (-ftree-partial-pre) has kept stack copies of accumulators inside
 # these loops (19-37 zmm spills per k group, half the speed) whenever the code around
 # the loop changed; see the empty asm "pins" in kernels/*/gemm_panel.hpp.
-#   usage: tools/check_kernel_spills.sh [repo root]
+#   usage: bench/check_kernel_spills.sh [repo root]
 set -euo pipefail
 root=$(cd "${1:-$(dirname "$0")/..}" && pwd)
 work=$(mktemp -d)
