@@ -12,6 +12,7 @@
 #include "test_util.hpp"
 
 using namespace qlib;
+using qlib_test::parse_list;
 namespace pt = qlib::presets::pytorch;
 namespace ort = qlib::presets::onnxruntime;
 namespace tfl = qlib::presets::tflite;
@@ -35,20 +36,6 @@ struct golden_case {
   int integer(const std::string& k) const { return std::stoi(at(k)); }
 };
 
-template <class T>
-std::vector<T> parse_list(const std::string& s, char sep) {
-  std::vector<T> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep))
-    if (!item.empty()) {
-      std::stringstream is(item);
-      T v;
-      is >> v;
-      out.push_back(v);
-    }
-  return out;
-}
 
 std::vector<golden_case> load_cases() {
   std::ifstream in(std::string(QLIB_TEST_DATA_DIR) + "/observer_golden.txt");

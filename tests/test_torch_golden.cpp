@@ -8,6 +8,7 @@
 #include "test_util.hpp"
 
 using namespace qlib;
+using qlib_test::parse_list;
 
 namespace {
 struct golden_case {
@@ -18,20 +19,6 @@ struct golden_case {
   std::vector<std::int32_t> zps, q;
 };
 
-template <class T>
-std::vector<T> parse_list(const std::string& s, char sep) {
-  std::vector<T> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep))
-    if (!item.empty()) {
-      std::stringstream is(item);
-      T v;
-      is >> v;
-      out.push_back(v);
-    }
-  return out;
-}
 
 std::string field(const std::string& line, const std::string& key) {
   const auto at = line.find(key + "=");

@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "qlib/arch/isa.hpp"
 #include "qlib/core/error.hpp"
@@ -77,5 +80,21 @@ inline bool same_bits(float a, float b) {
   std::memcpy(&x, &a, 4);
   std::memcpy(&y, &b, 4);
   return x == y;
+}
+
+// Parses "a<sep>b<sep>c" into values (golden-vector files).
+template <class T>
+std::vector<T> parse_list(const std::string& s, char sep) {
+  std::vector<T> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep))
+    if (!item.empty()) {
+      std::stringstream is(item);
+      T v;
+      is >> v;
+      out.push_back(v);
+    }
+  return out;
 }
 }  // namespace qlib_test
