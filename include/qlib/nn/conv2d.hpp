@@ -58,11 +58,6 @@ struct conv2d {
 };
 
 namespace detail {
-// Rows of im2col per block: about 256 KiB of patches, so a block stays in L2 for the GEMM.
-inline index_t im2col_block_rows(index_t patch, std::size_t elem) {
-  return std::max<index_t>(64, static_cast<index_t>(256 * 1024 / (elem * static_cast<std::size_t>(patch))));
-}
-
 // Depthwise (groups == in_channels): a direct loop, channels innermost so it vectorizes;
 // no im2col copy. Output channel o reads input channel o / multiplier.
 inline void depthwise_forward(tensor_view<const float, 4> x, const conv_geometry& g, const tensor<float, 4>& w,

@@ -9,6 +9,13 @@
 
 namespace qlib {
 namespace nn {
+namespace detail {
+// Rows of im2col per block: about 256 KiB of patches, so a block stays in L2 for the GEMM.
+inline index_t im2col_block_rows(index_t patch, std::size_t elem) {
+  return std::max<index_t>(64, static_cast<index_t>(256 * 1024 / (elem * static_cast<std::size_t>(patch))));
+}
+
+}  // namespace detail
 
 // Rows [pixel_begin, pixel_end) of the im2col matrix of group `group`: row p - pixel_begin
 // holds, for output pixel p = (n * out_h + oh) * out_w + ow, the input values
