@@ -1,0 +1,104 @@
+// packed_float_weights and pack_float(): fp32 B (K x N) in the sgemm kernels' panel layout, packed once.
+#pragma once
+
+#include <algorithm>
+#include <string>
+
+#include "qlib/core/tensor.hpp"
+#include "qlib/gemm/sgemm_params.hpp"
+
+// Layout (the same for B packed once and for the blocks sgemm() packs on the fly):
+// K is cut into blocks of sgemm_k_block rows (the last one shorter), N into panels of
+// sgemm_panel_width (32) columns, the last one padded with zero columns. Block kb holds
+// every panel of rows [kb * 256, kb * 256 + kc), panel after panel, and each panel is
+// kc rows of 32 floats:
+//
+//   float of B[k][n] = block(k / 256) + (n / 32) * kc * 32 + (k % 256) * 32 + n % 32,
+//   block(kb) = kb * 256 * N_padded.
+//
+// One micro-kernel step (one k) reads one contiguous, 128-byte aligned row of a panel.
+namespace qlib {
+namespace gemm {
+
+// A K-block of packed B: panel p starts at data + p * kc * 32.
+struct sgemm_b_block {
+  const float* data;
+  index_t kc;
+  const float* panel(index_t p) const noexcept { return data + p * kc * sgemm_panel_width; }
+};
+
+namespace detail {
+
+inline index_t sgemm_padded_n(index_t n) noexcept { return (n + sgemm_panel_width - 1) / sgemm_panel_width * sgemm_panel_width; }
+
+// Packs B[k0 : k0 + kc][n0 : n0 + nc] (any strides) into ceil(nc / 32) panels at out.
+inline void pack_b_block(tensor_view<const float, 2> b, index_t k0, index_t kc, index_t n0, index_t nc, float* out) {
+  constexpr index_t w = sgemm_panel_width;
+  const index_t ldk = b.stride(0), ldn = b.stride(1);
+  for (index_t p = 0; p * w < nc; ++p) {
+    const index_t cols = std::min(w, nc - p * w);
+    float* panel = out + p * kc * w;
+    const float* src = b.data() + k0 * ldk + (n0 + p * w) * ldn;
+    if (ldn == 1 || cols == 1) {  // rows of B contiguous: one row of the panel per k
+      for (index_t k = 0; k < kc; ++k) {
+        const float* s = src + k * ldk;
+        float* d = panel + k * w;
+        for (index_t j = 0; j < cols; ++j) d[j] = s[j * ldn];
+        for (index_t j = cols; j < w; ++j) d[j] = 0.0f;
+      }
+    } else {  // e.g. B transposed (columns contiguous): read along k, write strided
+      for (index_t j = 0; j < cols; ++j) {
+        const float* s = src + j * ldn;
+        for (index_t k = 0; k < kc; ++k) panel[k * w + j] = s[k * ldk];
+      }
+      for (index_t k = 0; k < kc; ++k)
+        for (index_t j = cols; j < w; ++j) panel[k * w + j] = 0.0f;
+    }
+  }
+}
+
+}  // namespace detail
+
+// B (K x N fp32) packed once for sgemm(): the weights of a float layer. ISA-independent.
+class packed_float_weights {
+ public:
+  packed_float_weights() = default;
+
+  index_t k() const noexcept { return k_; }
+  index_t n() const noexcept { return n_; }
+  index_t n_padded() const noexcept { return detail::sgemm_padded_n(n_); }
+  index_t panel_count() const noexcept { return n_padded() / sgemm_panel_width; }
+  bool empty() const noexcept { return n_ == 0; }
+  // Rows of K block kb (0 <= kb < max(1, ceil(K / 256))).
+  index_t block_rows(index_t kb) const noexcept { return std::min(sgemm_k_block, k_ - kb * sgemm_k_block); }
+  sgemm_b_block block(index_t kb) const noexcept {
+    return {data_.data() + kb * sgemm_k_block * n_padded(), block_rows(kb)};
+  }
+  const float* data() const noexcept { return data_.data(); }
+
+ private:
+  friend packed_float_weights pack_float(tensor_view<const float, 2> b);
+  index_t k_ = 0, n_ = 0;
+  tensor<float, 1> data_;
+};
+
+// Packs B (K x N, any strides: pass w.transpose(0, 1) for a PyTorch-style [out, in]
+// weight). K = 0 is allowed (sgemm then writes bias only).
+inline packed_float_weights pack_float(tensor_view<const float, 2> b) {
+  const index_t k = b.shape(0), n = b.shape(1);
+  QLIB_CHECK(n > 0, errc::empty_tensor,
+             "gemm::pack_float needs N > 0, got K x N = " + qlib::detail::extents_string(b.shape()));
+  const index_t np = detail::sgemm_padded_n(n);
+  QLIB_CHECK(k <= PTRDIFF_MAX / np, errc::overflow,
+             "gemm::pack_float: packed size of K x N = " + qlib::detail::extents_string(b.shape()) + " overflows");
+  packed_float_weights w;
+  w.k_ = k;
+  w.n_ = n;
+  w.data_ = tensor<float, 1>(extents<1>{k * np});
+  for (index_t k0 = 0; k0 < k; k0 += sgemm_k_block)
+    detail::pack_b_block(b, k0, std::min(sgemm_k_block, k - k0), 0, n, w.data_.data() + k0 * np);
+  return w;
+}
+
+}  // namespace gemm
+}  // namespace qlib

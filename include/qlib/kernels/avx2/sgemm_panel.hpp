@@ -1,0 +1,112 @@
+// AVX2 fp32 GEMM tile kernel: FMA3 ymm, 6 x 16 register tiles (two per 32-column panel).
+#pragma once
+
+#include <cstdint>
+
+#include "qlib/arch/target.hpp"
+#include "qlib/kernels/portable/sgemm_panel.hpp"
+
+#if QLIB_HAS_X86_KERNELS
+#include <immintrin.h>
+
+QLIB_KERNEL_BEGIN
+
+// Contract: kernels/portable/sgemm_panel.hpp. Tile: 6 rows x 2 ymm = 12 accumulators +
+// 2 ymm of B + 1 broadcast of A = 15 of 16 registers; per k 2 loads of B, 6 broadcasts,
+// 12 FMAs (two FMA ports at latency 4 need 8 chains). A 32-column panel is two tiles,
+// the second skipped when the panel has <= 16 live columns.
+namespace qlib {
+namespace kernels {
+namespace avx2_sgemm_detail {
+
+// Lanes [0, n) of a ymm mask set (maskload/maskstore skip the rest: nothing past C's
+// columns or the bias is touched).
+QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE __m256i lane_mask(index_t n) {
+  const int live = n <= 0 ? 0 : n >= 8 ? 8 : static_cast<int>(n);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(live), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+template <int MR>
+QLIB_TARGET_AVX2 __attribute__((noinline)) void tile(index_t kc, const float* a, index_t lda, const float* b, float* c,
+                                                     index_t ldc, index_t cols, const sgemm_tile_params& t) {
+  const __m256i keep[2] = {lane_mask(cols), lane_mask(cols - 8)};
+  __m256 acc[MR][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; ++v)
+      acc[r][v] = t.load_c ? _mm256_maskload_ps(c + r * ldc + 8 * v, keep[v]) : _mm256_setzero_ps();
+
+  constexpr int np = (MR + 2) / 3;
+  const float* p[np];
+#pragma GCC unroll 2
+  for (int i = 0; i < np; ++i) p[i] = a + 3 * i * lda;
+  for (index_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b + k * gemm::sgemm_panel_width);
+    const __m256 b1 = _mm256_load_ps(b + k * gemm::sgemm_panel_width + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      const __m256 av = _mm256_broadcast_ss(p[r / 3] + (r % 3) * lda + k);
+      acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+      // No instruction: keeps g++ -O3 from holding stack copies of the accumulators.
+      __asm__("" : "+x"(acc[r][0]), "+x"(acc[r][1]));
+    }
+  }
+
+  if (t.last) {
+    if (t.bias) {
+      const __m256 bias[2] = {_mm256_maskload_ps(t.bias, keep[0]), _mm256_maskload_ps(t.bias + 8, keep[1])};
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; ++v) acc[r][v] = _mm256_add_ps(acc[r][v], bias[v]);
+    }
+    if (t.clamp) {
+      const __m256 lo = _mm256_set1_ps(t.lo), hi = _mm256_set1_ps(t.hi);
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; ++v)  // min(hi, s) then max(lo, s): NaN in s stays (sgemm_clamp)
+          acc[r][v] = _mm256_max_ps(lo, _mm256_min_ps(hi, acc[r][v]));
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; ++v) _mm256_maskstore_ps(c + r * ldc + 8 * v, keep[v], acc[r][v]);
+}
+
+}  // namespace avx2_sgemm_detail
+
+struct avx2_sgemm_kernel {
+  static constexpr const char* name = "avx2_sgemm_6x16";
+  static constexpr index_t mr = 6;
+  static void run_tile(index_t rows, index_t cols, index_t kc, const float* a, index_t lda, const float* b, float* c,
+                       index_t ldc, const sgemm_tile_params& t) {
+    QLIB_ASSERT(rows >= 1 && rows <= mr && cols >= 1 && cols <= gemm::sgemm_panel_width);
+    QLIB_ASSERT(reinterpret_cast<std::uintptr_t>(b) % 32 == 0);
+    for (index_t h = 0; h * 16 < cols; ++h) {
+      const index_t hc = cols - h * 16 < 16 ? cols - h * 16 : 16;
+      sgemm_tile_params th = t;
+      if (th.bias) th.bias += h * 16;
+      const float* bh = b + h * 16;
+      float* ch = c + h * 16;
+      switch (rows) {
+        case 6: avx2_sgemm_detail::tile<6>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 5: avx2_sgemm_detail::tile<5>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 4: avx2_sgemm_detail::tile<4>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 3: avx2_sgemm_detail::tile<3>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 2: avx2_sgemm_detail::tile<2>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        default: avx2_sgemm_detail::tile<1>(kc, a, lda, bh, ch, ldc, hc, th); break;
+      }
+    }
+  }
+};
+
+inline avx2_sgemm_kernel sgemm_kernel_for(arch::avx2) noexcept { return {}; }
+
+}  // namespace kernels
+}  // namespace qlib
+QLIB_KERNEL_END
+#endif  // QLIB_HAS_X86_KERNELS

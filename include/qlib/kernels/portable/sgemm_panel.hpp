@@ -1,0 +1,102 @@
+// Portable fp32 GEMM tile kernel (plain C++ the compiler vectorizes; the ARM path) and the contract of every sgemm kernel.
+#pragma once
+
+#include "qlib/arch/isa.hpp"
+#include "qlib/core/tensor_view.hpp"
+#include "qlib/gemm/sgemm_params.hpp"
+
+// An sgemm kernel is a descriptor struct found by overload resolution on the ISA tag,
+// kernels::sgemm_kernel_for(tag) (an ISA without its own kernel gets its ancestor's):
+//
+//   static constexpr const char* name;   // e.g. "avx512_sgemm_12x32"
+//   static constexpr index_t mr;         // rows per tile the driver hands over
+//   static void run_tile(index_t rows, index_t cols, index_t kc, const float* a, index_t lda,
+//                        const float* b, float* c, index_t ldc, const sgemm_tile_params& t);
+//
+// run_tile computes, for rows [0, rows) (rows <= mr) and columns [0, cols) (cols <= 32):
+//
+//   s[r][j] = (t.load_c ? c[r][j] : 0) + sum_{k < kc} a[r * lda + k] * b[k * 32 + j]   (k in order)
+//   if t.last: s += bias[j] (if t.bias), then s = max(lo, min(hi, s)) (if t.clamp)
+//   c[r * ldc + j] = s
+//
+// b is one packed panel of a K block (gemm/sgemm_packed.hpp): kc rows of 32 floats,
+// 128-byte aligned, columns >= cols zero. Each element is one chain of multiply-adds in
+// k order (fused on the SIMD kernels), so its bits do not depend on where the tile
+// starts: the driver may split M and N anywhere. The clamp is written as
+// s = hi < s ? hi : s; s = lo > s ? lo : s, which keeps NaN (what vminps/vmaxps with the
+// bound first do). Kernels only assert: sgemm() validated the inputs.
+namespace qlib {
+namespace kernels {
+
+struct sgemm_tile_params {
+  bool load_c;        // start from C (accumulate, or a K block after the first), else from 0
+  bool last;          // the last K block: bias and clamp, then the final store
+  const float* bias;  // bias of the tile's first column, or null
+  bool clamp;         // clamp to [lo, hi] on the last block
+  float lo, hi;
+};
+
+// The scalar epilogue every kernel matches (the reference uses the same expression).
+inline float sgemm_clamp(float s, float lo, float hi) noexcept {
+  s = hi < s ? hi : s;
+  return lo > s ? lo : s;
+}
+
+namespace portable_sgemm_detail {
+
+// rows MR x 16 columns; acc[r][0:16] are 16 independent chains (4 NEON / SSE vectors).
+template <int MR>
+__attribute__((noinline)) void tile16(index_t kc, const float* a, index_t lda, const float* b, float* c, index_t ldc,
+                                      index_t cols, const sgemm_tile_params& t) {
+  constexpr int w = 16;
+  float acc[MR][w];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < w; ++j) acc[r][j] = (t.load_c && j < cols) ? c[r * ldc + j] : 0.0f;
+  for (index_t k = 0; k < kc; ++k) {
+    const float* bk = b + k * gemm::sgemm_panel_width;
+    for (int r = 0; r < MR; ++r) {
+      const float av = a[r * lda + k];
+      for (int j = 0; j < w; ++j) acc[r][j] += av * bk[j];
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    for (index_t j = 0; j < cols; ++j) {
+      float s = acc[r][j];
+      if (t.last) {
+        if (t.bias) s += t.bias[j];
+        if (t.clamp) s = sgemm_clamp(s, t.lo, t.hi);
+      }
+      c[r * ldc + j] = s;
+    }
+  }
+}
+
+}  // namespace portable_sgemm_detail
+
+struct portable_sgemm_kernel {
+  static constexpr const char* name = "portable_sgemm_4x16";
+  static constexpr index_t mr = 4;
+  static void run_tile(index_t rows, index_t cols, index_t kc, const float* a, index_t lda, const float* b, float* c,
+                       index_t ldc, const sgemm_tile_params& t) {
+    QLIB_ASSERT(rows >= 1 && rows <= mr && cols >= 1 && cols <= gemm::sgemm_panel_width);
+    // The panel's two 16-column halves, each its own tile.
+    for (index_t h = 0; h * 16 < cols; ++h) {
+      const index_t hc = cols - h * 16 < 16 ? cols - h * 16 : 16;
+      sgemm_tile_params th = t;
+      if (th.bias) th.bias += h * 16;
+      const float* bh = b + h * 16;
+      float* ch = c + h * 16;
+      switch (rows) {
+        case 4: portable_sgemm_detail::tile16<4>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 3: portable_sgemm_detail::tile16<3>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 2: portable_sgemm_detail::tile16<2>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        default: portable_sgemm_detail::tile16<1>(kc, a, lda, bh, ch, ldc, hc, th); break;
+      }
+    }
+  }
+};
+
+inline portable_sgemm_kernel sgemm_kernel_for(arch::portable) noexcept { return {}; }
+
+}  // namespace kernels
+}  // namespace qlib
