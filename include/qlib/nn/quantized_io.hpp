@@ -1,0 +1,214 @@
+// Saving and loading an int8 nn::quantized_sequential as a self-describing safetensors file.
+#pragma once
+
+#include <string>
+#include <variant>
+
+#include "qlib/io/safetensors.hpp"
+#include "qlib/nn/quantized_sequential.hpp"
+
+// File layout (all names documented here; loading checks each dtype and shape):
+//   metadata "qlib.format" = "quantized_sequential/1", "qlib.layers" = number of layers,
+//            "qlib.layer.<i>" = qconv2d | qlinear | max_pool2d | avg_pool2d | flatten
+//   "input.qparams"          F32 [2]  input scale, zero point (uint8 activations)
+//   qconv2d / qlinear <i>:
+//   "<i>.weight"             I8  [out, kh, kw, in/groups] (OHWI) or [out, in]
+//   "<i>.weight_scale"       F32 [out] (per channel) or [1] (per tensor)
+//   "<i>.weight_zero_point"  I32 same size as weight_scale
+//   "<i>.bias"               I32 [out]  (scale = input scale * weight scale)
+//   "<i>.output"             F32 [5]  output scale, zero point, qmin, qmax, float_output
+//   "<i>.config"             I64 [10] kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+//                                     dilation_h, dilation_w, groups, in_channels
+//   (also for pooling: <i>.config with groups = 1 and in_channels = count_include_pad)
+// The requantization multipliers are recomputed on load by the same formula, and the
+// GEMM panels re-packed, so a loaded model gives bit-identical outputs.
+namespace qlib {
+namespace nn {
+
+namespace detail {
+inline tensor<std::int64_t, 1> window_config(const conv2d_options& o, index_t last) {
+  tensor<std::int64_t, 1> t(extents<1>{10});
+  const index_t v[10] = {o.kernel_h, o.kernel_w, o.stride_h, o.stride_w, o.pad_h,
+                         o.pad_w,    o.dilation_h, o.dilation_w, o.groups, last};
+  for (int i = 0; i < 10; ++i) t(i) = v[i];
+  return t;
+}
+inline conv2d_options read_window(const io::safetensors_file& f, const std::string& name, index_t& last) {
+  const tensor<std::int64_t, 1> t = f.get<std::int64_t, 1>(name);
+  QLIB_CHECK(t.shape(0) == 10, errc::shape_mismatch, "quantized model: " + name + " must have 10 entries");
+  for (index_t i = 0; i < 10; ++i)
+    QLIB_CHECK(t(i) >= 0 && t(i) <= (index_t{1} << 30), errc::invalid_argument,
+               "quantized model: " + name + " has an out-of-range entry");
+  last = t(9);
+  return {t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7), t(8)};
+}
+
+inline void save_weights(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w,
+                         const tensor_view<const std::int8_t, 4>& shaped) {
+  wr.add(p + "weight", shaped);
+  wr.add(p + "weight_scale", tensor<float, 1>(tensor_view<const float, 1>(w.params.scale.data(), {w.params.size()})));
+  wr.add(p + "weight_zero_point",
+         tensor<std::int32_t, 1>(tensor_view<const std::int32_t, 1>(w.params.zero_point.data(), {w.params.size()})));
+  wr.add(p + "bias", tensor<std::int32_t, 1>(tensor_view<const std::int32_t, 1>(w.bias.data(), {w.out_channels()})));
+}
+
+inline quantized_weights load_weights(const io::safetensors_file& f, const std::string& p, index_t out, index_t k,
+                                      index_t groups) {
+  quantized_weights w;
+  const io::tensor_info& t = f.at(p + "weight");
+  QLIB_CHECK(t.type == io::dtype::i8, errc::invalid_argument, "quantized model: " + p + "weight must be I8");
+  index_t n = 1;
+  for (index_t e : t.shape) n *= e;
+  QLIB_CHECK(!t.shape.empty() && t.shape[0] == out && n == out * k, errc::shape_mismatch,
+             "quantized model: " + p + "weight has shape " + io::detail::shape_string(t.shape));
+  const std::vector<std::int8_t> v = f.values<std::int8_t>(p + "weight");
+  w.values = tensor<std::int8_t, 2>(extents<2>{out, k});
+  std::copy(v.begin(), v.end(), w.values.data());
+  const std::vector<float> s = f.values<float>(p + "weight_scale");
+  const std::vector<std::int32_t> z = f.values<std::int32_t>(p + "weight_zero_point");
+  QLIB_CHECK(s.size() == z.size() && (s.size() == 1 || static_cast<index_t>(s.size()) == out), errc::shape_mismatch,
+             "quantized model: " + p + "weight_scale / weight_zero_point sizes");
+  w.params = quant_params(s.size() == 1 ? granularity::per_tensor() : granularity::per_channel(0), -128, 127, s, z);
+  w.params.validate();
+  w.bias = f.values<std::int32_t>(p + "bias");
+  QLIB_CHECK(static_cast<index_t>(w.bias.size()) == out, errc::shape_mismatch, "quantized model: " + p + "bias size");
+  w.pack_groups(groups);
+  return w;
+}
+}  // namespace detail
+
+inline io::safetensors_writer save_quantized(const quantized_sequential& m) {
+  io::safetensors_writer wr;
+  wr.set_metadata("qlib.format", "quantized_sequential/1");
+  wr.set_metadata("qlib.layers", std::to_string(m.layers.size()));
+  tensor<float, 1> in(extents<1>{2});
+  in(0) = m.input.scale;
+  in(1) = static_cast<float>(m.input.zero_point);
+  wr.add("input.qparams", in);
+  for (std::size_t i = 0; i < m.layers.size(); ++i) {
+    const std::string p = std::to_string(i) + ".";
+    auto output = [&](const quantized_output& o, bool float_out) {
+      tensor<float, 1> t(extents<1>{5});
+      t(0) = o.out.scale;
+      t(1) = static_cast<float>(o.out.zero_point);
+      t(2) = static_cast<float>(o.qmin);
+      t(3) = static_cast<float>(o.qmax);
+      t(4) = float_out ? 1.0f : 0.0f;
+      wr.add(p + "output", t);
+    };
+    std::visit(
+        [&](const auto& v) {
+          using L = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same<L, qconv2d>::value) {
+            wr.set_metadata("qlib.layer." + std::to_string(i), "qconv2d");
+            const index_t o = v.out_channels();
+            detail::save_weights(wr, p, v.w,
+                                 tensor_view<const std::int8_t, 4>(
+                                     v.w.values.data(), {o, v.opt.kernel_h, v.opt.kernel_w, v.in_channels / v.opt.groups}));
+            output(v.output, false);
+            wr.add(p + "config", detail::window_config(v.opt, v.in_channels));
+          } else if constexpr (std::is_same<L, qlinear>::value) {
+            wr.set_metadata("qlib.layer." + std::to_string(i), "qlinear");
+            detail::save_weights(wr, p, v.w,
+                                 tensor_view<const std::int8_t, 4>(v.w.values.data(), {v.out_features(), 1, 1, v.in_features()}));
+            output(v.output, v.float_output);
+          } else if constexpr (std::is_same<L, max_pool2d>::value) {
+            wr.set_metadata("qlib.layer." + std::to_string(i), "max_pool2d");
+            wr.add(p + "config", detail::window_config(v.window, 0));
+          } else if constexpr (std::is_same<L, avg_pool2d>::value) {
+            wr.set_metadata("qlib.layer." + std::to_string(i), "avg_pool2d");
+            wr.add(p + "config", detail::window_config(v.window, v.count_include_pad ? 1 : 0));
+          } else {
+            wr.set_metadata("qlib.layer." + std::to_string(i), "flatten");
+          }
+        },
+        m.layers[i]);
+  }
+  return wr;
+}
+
+inline quantized_sequential load_quantized(const io::safetensors_file& f) {
+  const auto& md = f.metadata();
+  auto meta = [&](const std::string& k) -> const std::string& {
+    const auto it = md.find(k);
+    QLIB_CHECK(it != md.end(), errc::invalid_argument, "quantized model: metadata \"" + k + "\" missing");
+    return it->second;
+  };
+  QLIB_CHECK(meta("qlib.format") == "quantized_sequential/1", errc::unsupported,
+             "quantized model: unknown format \"" + meta("qlib.format") + "\"");
+  const std::string& count_s = meta("qlib.layers");
+  QLIB_CHECK(!count_s.empty() && count_s.size() < 6 && count_s.find_first_not_of("0123456789") == std::string::npos,
+             errc::invalid_argument, "quantized model: bad qlib.layers");
+  const std::size_t count = std::stoul(count_s);
+  quantized_sequential m;
+  const std::vector<float> in = f.values<float>("input.qparams");
+  QLIB_CHECK(in.size() == 2, errc::shape_mismatch, "quantized model: input.qparams must have 2 entries");
+  m.input = {in[0], static_cast<std::int32_t>(in[1])};
+  quant_params::per_tensor(schemes::u8_asymmetric, m.input.scale, m.input.zero_point).validate();
+  activation_qparams cur = m.input;
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::string p = std::to_string(i) + ".";
+    const std::string& kind = meta("qlib.layer." + std::to_string(i));
+    auto read_output = [&](quantized_output& o, bool& float_out) {
+      const std::vector<float> t = f.values<float>(p + "output");
+      QLIB_CHECK(t.size() == 5, errc::shape_mismatch, "quantized model: " + p + "output must have 5 entries");
+      o.out = {t[0], static_cast<std::int32_t>(t[1])};
+      o.qmin = static_cast<std::int32_t>(t[2]);
+      o.qmax = static_cast<std::int32_t>(t[3]);
+      float_out = t[4] != 0.0f;
+      QLIB_CHECK(0 <= o.qmin && o.qmin <= o.qmax && o.qmax <= 255, errc::invalid_argument,
+                 "quantized model: " + p + "output clamp outside [0, 255]");
+      if (!float_out) quant_params::per_tensor(schemes::u8_asymmetric, o.out.scale, o.out.zero_point).validate();
+    };
+    if (kind == "qconv2d") {
+      qconv2d c;
+      c.opt = detail::read_window(f, p + "config", c.in_channels);
+      const io::tensor_info& t = f.at(p + "weight");
+      QLIB_CHECK(t.shape.size() == 4 && c.opt.groups > 0 && c.in_channels % c.opt.groups == 0, errc::shape_mismatch,
+                 "quantized model: " + p + "weight must be [out, kh, kw, in/groups]");
+      QLIB_CHECK(t.shape[1] == c.opt.kernel_h && t.shape[2] == c.opt.kernel_w && t.shape[3] == c.in_channels / c.opt.groups,
+                 errc::shape_mismatch, "quantized model: " + p + "weight does not match its config");
+      c.in = cur;
+      c.w = detail::load_weights(f, p, t.shape[0], t.shape[1] * t.shape[2] * t.shape[3], c.opt.groups);
+      bool float_out = false;
+      read_output(c.output, float_out);
+      QLIB_CHECK(!float_out, errc::unsupported, "quantized model: qconv2d with float output");
+      const quantized_output o = c.output;
+      c.output = make_quantized_output(c.w, c.in, o.out, -1.0f);
+      c.output.qmin = o.qmin;
+      c.output.qmax = o.qmax;
+      cur = c.output.out;
+      m.layers.emplace_back(std::move(c));
+    } else if (kind == "qlinear") {
+      qlinear l;
+      const io::tensor_info& t = f.at(p + "weight");
+      QLIB_CHECK(t.shape.size() == 4 && t.shape[1] == 1 && t.shape[2] == 1, errc::shape_mismatch,
+                 "quantized model: " + p + "weight must be [out, 1, 1, in]");
+      l.in = cur;
+      l.w = detail::load_weights(f, p, t.shape[0], t.shape[3], 1);
+      quantized_output o;
+      read_output(o, l.float_output);
+      if (l.float_output) {
+        for (index_t c = 0; c < l.w.out_channels(); ++c) l.channel_scale.push_back(l.w.scale(c));
+      } else {
+        l.output = make_quantized_output(l.w, l.in, o.out, -1.0f);
+        l.output.qmin = o.qmin;
+        l.output.qmax = o.qmax;
+        cur = l.output.out;
+      }
+      m.layers.emplace_back(std::move(l));
+    } else if (kind == "max_pool2d" || kind == "avg_pool2d") {
+      index_t last = 0;
+      const conv2d_options w = detail::read_window(f, p + "config", last);
+      if (kind == "max_pool2d") m.layers.emplace_back(max_pool2d{w});
+      else m.layers.emplace_back(avg_pool2d{w, last != 0});
+    } else {
+      QLIB_CHECK(kind == "flatten", errc::unsupported, "quantized model: unknown layer kind \"" + kind + "\"");
+      m.layers.emplace_back(flatten{});
+    }
+  }
+  return m;
+}
+
+}  // namespace nn
+}  // namespace qlib
