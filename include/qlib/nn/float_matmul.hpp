@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "qlib/core/tensor_view.hpp"
+#include "qlib/gemm/sgemm.hpp"
 
 namespace qlib {
 namespace nn {
@@ -25,23 +26,16 @@ inline float apply_epilogue(float v, const float_epilogue& e, index_t col) noexc
 }
 }  // namespace detail
 
-// C (M x N, rows contiguous) = A (M x K) x B (K x N) with the epilogue. Any strides on A
-// and B.
+// C (M x N, rows contiguous, any row stride) = A (M x K) x B (K x N) with the epilogue,
+// on qlib's fp32 GEMM (gemm/sgemm.hpp). Any strides on A and B (transposed views too).
 inline void matmul(tensor_view<const float, 2> a, tensor_view<const float, 2> b, tensor_view<float, 2> c,
-                   const float_epilogue& e = {}) {
-  const index_t m = a.shape(0), k = a.shape(1), n = b.shape(1);
-  QLIB_CHECK(b.shape(0) == k && c.shape(0) == m && c.shape(1) == n, errc::shape_mismatch,
-             "nn::matmul: A " + qlib::detail::extents_string(a.shape()) + " x B " +
-                 qlib::detail::extents_string(b.shape()) + " -> C " + qlib::detail::extents_string(c.shape()));
-  for (index_t i = 0; i < m; ++i) {
-    float* crow = c.data() + i * c.stride(0);
-    for (index_t j = 0; j < n; ++j) crow[j] = 0.0f;
-    for (index_t kk = 0; kk < k; ++kk) {
-      const float av = a(i, kk);
-      for (index_t j = 0; j < n; ++j) crow[j] += av * b(kk, j);
-    }
-    for (index_t j = 0; j < n; ++j) crow[j] = detail::apply_epilogue(crow[j], e, j);
-  }
+                   const float_epilogue& e = {}, bool accumulate = false) {
+  gemm::sgemm_options o;
+  o.bias = e.bias;
+  o.clamp_lo = e.lo;
+  o.clamp_hi = e.hi;
+  o.accumulate = accumulate;
+  gemm::sgemm(a, b, c, o);
 }
 
 }  // namespace nn
