@@ -35,16 +35,33 @@ inline index_t sgemm_padded_n(index_t n) noexcept { return (n + sgemm_panel_widt
 inline void pack_b_block(tensor_view<const float, 2> b, index_t k0, index_t kc, index_t n0, index_t nc, float* out) {
   constexpr index_t w = sgemm_panel_width;
   const index_t ldk = b.stride(0), ldn = b.stride(1);
+  if (ldn == 1) {
+    // Rows of B contiguous: each row of the block is read once, front to back (one
+    // prefetch stream), and copied 32 floats at a time into its row of every panel.
+    const index_t panels = (nc + w - 1) / w;
+    for (index_t k = 0; k < kc; ++k) {
+      const float* s = b.data() + (k0 + k) * ldk + n0;
+      for (index_t p = 0; p < panels; ++p) {
+        float* d = out + p * kc * w + k * w;
+        const index_t cols = std::min(w, nc - p * w);
+        if (cols == w) {
+          std::copy(s + p * w, s + p * w + w, d);
+        } else {
+          std::copy(s + p * w, s + p * w + cols, d);
+          std::fill(d + cols, d + w, 0.0f);
+        }
+      }
+    }
+    return;
+  }
   for (index_t p = 0; p * w < nc; ++p) {
     const index_t cols = std::min(w, nc - p * w);
     float* panel = out + p * kc * w;
     const float* src = b.data() + k0 * ldk + (n0 + p * w) * ldn;
-    if (ldn == 1 || cols == 1) {  // rows of B contiguous: one row of the panel per k
+    if (cols == 1) {
       for (index_t k = 0; k < kc; ++k) {
-        const float* s = src + k * ldk;
-        float* d = panel + k * w;
-        for (index_t j = 0; j < cols; ++j) d[j] = s[j * ldn];
-        for (index_t j = cols; j < w; ++j) d[j] = 0.0f;
+        panel[k * w] = src[k * ldk];
+        std::fill(panel + k * w + 1, panel + k * w + w, 0.0f);
       }
     } else {  // e.g. B transposed (columns contiguous): read along k, write strided
       for (index_t j = 0; j < cols; ++j) {
