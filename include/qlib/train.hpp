@@ -1,0 +1,11 @@
+// qlib's trainer (umbrella): initialization, training forward/backward, loss, optimizers, schedules and loops.
+#pragma once
+
+#include "qlib/train/backward.hpp"
+#include "qlib/train/gradients.hpp"
+#include "qlib/train/init.hpp"
+#include "qlib/train/loss.hpp"
+#include "qlib/train/lr_schedule.hpp"
+#include "qlib/train/optimizer.hpp"
+#include "qlib/train/rng.hpp"
+#include "qlib/train/trainer.hpp"

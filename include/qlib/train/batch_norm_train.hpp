@@ -1,0 +1,114 @@
+// batch_norm2d in training mode: forward with batch statistics (updating the running ones) and its backward.
+#pragma once
+
+#include <cmath>
+#include <vector>
+
+#include "qlib/nn/batch_norm.hpp"
+#include "qlib/train/conv2d_backward.hpp"
+
+namespace qlib {
+namespace train {
+
+// What the backward pass needs from a training forward: the normalized input and the
+// per-channel 1 / sqrt(var + eps) of the batch.
+struct batch_norm_cache {
+  tensor<float, 4> x_hat;
+  std::vector<float> inv_std;
+};
+
+// y = (x - mean_B) / sqrt(var_B + eps) * weight + bias with the batch's mean and biased
+// variance over N*H*W per channel, as PyTorch's BatchNorm2d in train(). When
+// update_running_stats, running = (1 - momentum) running + momentum batch, with the
+// unbiased variance (var_B * M / (M - 1)) for running_var. Sums in double, in pixel order.
+inline tensor<float, 4> batch_norm_forward_train(nn::batch_norm2d& bn, tensor_view<const float, 4> x,
+                                                 batch_norm_cache& cache, bool update_running_stats = true) {
+  bn.validate(x.shape(3));
+  const index_t c = bn.channels(), m = x.shape(0) * x.shape(1) * x.shape(2);
+  QLIB_CHECK(m > 1, errc::invalid_argument,
+             "train::batch_norm_forward_train: batch statistics need more than one value per channel, got input " +
+                 qlib::detail::extents_string(x.shape()));
+  const detail::dense_input xd(x);
+  const float* xp = xd.view.data();
+  std::vector<double> sum(static_cast<std::size_t>(c), 0.0), sq(static_cast<std::size_t>(c), 0.0);
+  for (index_t p = 0; p < m; ++p)
+    for (index_t i = 0; i < c; ++i) sum[static_cast<std::size_t>(i)] += xp[p * c + i];
+  std::vector<float> mean(static_cast<std::size_t>(c));
+  for (index_t i = 0; i < c; ++i)
+    mean[static_cast<std::size_t>(i)] = static_cast<float>(sum[static_cast<std::size_t>(i)] / static_cast<double>(m));
+  // Two-pass variance: no cancellation when the mean is large.
+  for (index_t p = 0; p < m; ++p)
+    for (index_t i = 0; i < c; ++i) {
+      const double d = static_cast<double>(xp[p * c + i]) - mean[static_cast<std::size_t>(i)];
+      sq[static_cast<std::size_t>(i)] += d * d;
+    }
+  cache.inv_std.assign(static_cast<std::size_t>(c), 0.0f);
+  for (index_t i = 0; i < c; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    const double var = sq[k] / static_cast<double>(m);
+    cache.inv_std[k] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(bn.eps)));
+    QLIB_CHECK(std::isfinite(cache.inv_std[k]), errc::non_finite,
+               "train::batch_norm_forward_train: channel " + std::to_string(i) +
+                   " has a non-finite or zero variance + eps");
+    if (update_running_stats) {
+      const float mom = bn.momentum;
+      const double unbiased = sq[k] / static_cast<double>(m - 1);
+      bn.running_mean(i) = (1.0f - mom) * bn.running_mean(i) + mom * mean[k];
+      bn.running_var(i) = (1.0f - mom) * bn.running_var(i) + mom * static_cast<float>(unbiased);
+    }
+  }
+  cache.x_hat = tensor<float, 4>(x.shape());
+  tensor<float, 4> y(x.shape());
+  float* xh = cache.x_hat.data();
+  for (index_t p = 0; p < m; ++p)
+    for (index_t i = 0; i < c; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      const float v = (xp[p * c + i] - mean[k]) * cache.inv_std[k];
+      xh[p * c + i] = v;
+      y.data()[p * c + i] = v * bn.weight(i) + bn.bias(i);
+    }
+  return y;
+}
+
+// Backward of the training forward: dgamma = sum dy x_hat, dbeta = sum dy and
+// dx = gamma inv_std / M (M dy - dbeta - x_hat dgamma) - the gradient flows through the
+// batch mean and variance too.
+inline tensor<float, 4> batch_norm_backward(const nn::batch_norm2d& bn, const batch_norm_cache& cache,
+                                            tensor_view<const float, 4> dy, tensor_view<float, 1> dgamma,
+                                            tensor_view<float, 1> dbeta) {
+  const char* who = "train::batch_norm_backward";
+  detail::check_output_grad(dy.shape(), cache.x_hat.shape(), who);
+  const index_t c = bn.channels(), m = dy.shape(0) * dy.shape(1) * dy.shape(2);
+  QLIB_CHECK(dy.shape(3) == c && static_cast<index_t>(cache.inv_std.size()) == c, errc::shape_mismatch,
+             std::string(who) + ": the cache does not belong to this layer");
+  detail::check_param_grad(dgamma.shape(0), c, who, "weight");
+  detail::check_param_grad(dbeta.shape(0), c, who, "bias");
+  const detail::dense_input dyd(dy);
+  const float* g = dyd.view.data();
+  const float* xh = cache.x_hat.data();
+  std::vector<double> sg(static_cast<std::size_t>(c), 0.0), sb(static_cast<std::size_t>(c), 0.0);
+  for (index_t p = 0; p < m; ++p)
+    for (index_t i = 0; i < c; ++i) {
+      sb[static_cast<std::size_t>(i)] += g[p * c + i];
+      sg[static_cast<std::size_t>(i)] += static_cast<double>(g[p * c + i]) * xh[p * c + i];
+    }
+  std::vector<float> k1(static_cast<std::size_t>(c)), mb(static_cast<std::size_t>(c)), mg(static_cast<std::size_t>(c));
+  for (index_t i = 0; i < c; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    dgamma(i) = static_cast<float>(sg[k]);
+    dbeta(i) = static_cast<float>(sb[k]);
+    k1[k] = bn.weight(i) * cache.inv_std[k];
+    mb[k] = static_cast<float>(sb[k] / static_cast<double>(m));
+    mg[k] = static_cast<float>(sg[k] / static_cast<double>(m));
+  }
+  tensor<float, 4> dx(dy.shape());
+  for (index_t p = 0; p < m; ++p)
+    for (index_t i = 0; i < c; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      dx.data()[p * c + i] = k1[k] * (g[p * c + i] - mb[k] - xh[p * c + i] * mg[k]);
+    }
+  return dx;
+}
+
+}  // namespace train
+}  // namespace qlib

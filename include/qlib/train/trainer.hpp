@@ -1,0 +1,189 @@
+// Training loops: one optimizer step on a batch, an epoch over a dataset with shuffling and progress, and evaluation.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include "qlib/train/backward.hpp"
+#include "qlib/train/gradients.hpp"
+#include "qlib/train/loss.hpp"
+#include "qlib/train/rng.hpp"
+
+namespace qlib {
+namespace train {
+
+// Buffers reused across steps (the forward record and the gradients).
+struct workspace {
+  forward_cache cache;
+  gradients grads;
+};
+
+struct step_result {
+  float loss = 0.0f;   // mean softmax cross-entropy of the batch, before the update
+  index_t correct = 0; // samples the pre-update model classified correctly
+  index_t count = 0;   // batch size
+};
+
+// One step: training forward, softmax cross-entropy against `labels`, backward, and
+// opt.step() over the model's parameters. Optimizer is train::sgd, train::adam or any
+// class with step(const std::vector<parameter>&).
+template <class Optimizer>
+step_result train_step(nn::sequential& model, tensor_view<const float, 4> x, labels_view labels, Optimizer& opt,
+                       workspace& ws) {
+  QLIB_CHECK(labels.shape(0) == x.shape(0), errc::shape_mismatch,
+             "train::train_step: " + std::to_string(labels.shape(0)) + " labels for a batch of " +
+                 std::to_string(x.shape(0)));
+  if (ws.grads.layers.size() != model.size()) ws.grads = make_gradients(model);
+  const tensor<float, 4> logits = forward_train(model, x, ws.cache);
+  const loss_result<4> l = softmax_cross_entropy(logits.cview(), labels);
+  backward(model, ws.cache, l.grad.cview(), ws.grads);
+  opt.step(parameters(model, ws.grads));
+  return {l.loss, l.correct, x.shape(0)};
+}
+
+template <class Optimizer>
+step_result train_step(nn::sequential& model, tensor_view<const float, 4> x, labels_view labels, Optimizer& opt) {
+  workspace ws;
+  return train_step(model, x, labels, opt, ws);
+}
+
+namespace detail {
+// Copies samples idx[begin, end) of x (any strides) into a dense batch, with their labels.
+inline void gather_batch(tensor_view<const float, 4> x, labels_view labels, const std::vector<index_t>& idx,
+                         std::size_t begin, std::size_t end, tensor<float, 4>& xb, std::vector<std::int32_t>& yb) {
+  const index_t b = static_cast<index_t>(end - begin);
+  const extents<4> shape{b, x.shape(1), x.shape(2), x.shape(3)};
+  if (xb.shape() != shape) xb = tensor<float, 4>(shape);
+  yb.resize(end - begin);
+  const index_t per = x.shape(1) * x.shape(2) * x.shape(3);
+  const bool dense_sample = x.stride(3) == 1 && x.stride(2) == x.shape(3) && x.stride(1) == x.shape(2) * x.shape(3);
+  for (index_t s = 0; s < b; ++s) {
+    const index_t src = idx[begin + static_cast<std::size_t>(s)];
+    yb[static_cast<std::size_t>(s)] = labels(src);
+    float* dst = xb.data() + s * per;
+    if (dense_sample) {
+      std::memcpy(dst, x.data() + src * x.stride(0), sizeof(float) * static_cast<std::size_t>(per));
+    } else {
+      for (index_t h = 0; h < x.shape(1); ++h)
+        for (index_t w = 0; w < x.shape(2); ++w)
+          for (index_t c = 0; c < x.shape(3); ++c) *dst++ = x(src, h, w, c);
+    }
+  }
+}
+
+inline void check_dataset(tensor_view<const float, 4> x, labels_view labels, index_t batch_size, const char* who) {
+  QLIB_CHECK(x.shape(0) > 0, errc::empty_tensor, std::string(who) + ": the dataset is empty");
+  QLIB_CHECK(labels.shape(0) == x.shape(0), errc::shape_mismatch,
+             std::string(who) + ": " + std::to_string(labels.shape(0)) + " labels for " +
+                 std::to_string(x.shape(0)) + " samples");
+  QLIB_CHECK(batch_size > 0, errc::invalid_argument,
+             std::string(who) + ": batch_size must be > 0, got " + std::to_string(batch_size));
+}
+}  // namespace detail
+
+struct epoch_options {
+  index_t batch_size = 64;
+  std::uint64_t seed = 0;  // with `epoch`, fixes the sample order
+  index_t epoch = 0;       // passed to the progress callback; also numbers the global step
+  bool shuffle = true;
+  bool drop_last = false;  // skip a last batch smaller than batch_size
+  // Optional: the learning rate for a global step (epoch * steps per epoch + step), set
+  // on the optimizer before the step (e.g. a train::cosine_schedule).
+  std::function<float(index_t)> learning_rate;
+};
+
+// Reported after every step.
+struct progress {
+  index_t epoch = 0;
+  index_t step = 0;         // 0-based step within the epoch
+  index_t steps = 0;        // steps in this epoch
+  float loss = 0.0f;        // this batch's loss
+  double mean_loss = 0.0;   // sample-weighted mean loss of the epoch so far
+  double accuracy = 0.0;    // running training accuracy of the epoch so far
+  index_t samples = 0;      // samples seen so far in the epoch
+};
+using progress_callback = std::function<void(const progress&)>;
+
+struct epoch_result {
+  double mean_loss = 0.0;
+  double accuracy = 0.0;
+  index_t steps = 0;
+  index_t samples = 0;
+};
+
+// One pass over (x [N, H, W, C], labels [N]) in batches, shuffled by train::rng(seed,
+// epoch) when opt.shuffle. Serial and in a fixed order: the same model, seed and options
+// give bit-identical weights.
+template <class Optimizer>
+epoch_result train_epoch(nn::sequential& model, tensor_view<const float, 4> x, labels_view labels, Optimizer& opt,
+                         const epoch_options& eo = {}, const progress_callback& on_step = {}) {
+  detail::check_dataset(x, labels, eo.batch_size, "train::train_epoch");
+  const index_t n = x.shape(0);
+  model.output_shape({std::min(n, eo.batch_size), x.shape(1), x.shape(2), x.shape(3)});
+  std::vector<index_t> order;
+  if (eo.shuffle) {
+    rng g(eo.seed, 0x5eed000000000000ull + static_cast<std::uint64_t>(eo.epoch));
+    order = shuffled_indices(n, g);
+  } else {
+    order.resize(static_cast<std::size_t>(n));
+    for (index_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+  }
+  const index_t full = n / eo.batch_size;
+  const index_t steps = (eo.drop_last || n % eo.batch_size == 0) ? full : full + 1;
+  QLIB_CHECK(steps > 0, errc::invalid_argument,
+             "train::train_epoch: drop_last with fewer samples than one batch leaves no step");
+  workspace ws;
+  tensor<float, 4> xb;
+  std::vector<std::int32_t> yb;
+  epoch_result r;
+  double loss_sum = 0.0;
+  index_t correct = 0;
+  for (index_t s = 0; s < steps; ++s) {
+    const auto begin = static_cast<std::size_t>(s * eo.batch_size);
+    const auto end = std::min(begin + static_cast<std::size_t>(eo.batch_size), order.size());
+    detail::gather_batch(x, labels, order, begin, end, xb, yb);
+    if (eo.learning_rate) opt.set_lr(eo.learning_rate(eo.epoch * steps + s));
+    const step_result sr = train_step(model, xb.cview(), view_of(yb), opt, ws);
+    loss_sum += static_cast<double>(sr.loss) * static_cast<double>(sr.count);
+    correct += sr.correct;
+    r.samples += sr.count;
+    r.steps = s + 1;
+    r.mean_loss = loss_sum / static_cast<double>(r.samples);
+    r.accuracy = static_cast<double>(correct) / static_cast<double>(r.samples);
+    if (on_step) on_step({eo.epoch, s, steps, sr.loss, r.mean_loss, r.accuracy, r.samples});
+  }
+  return r;
+}
+
+struct evaluation {
+  double mean_loss = 0.0;
+  double accuracy = 0.0;
+  index_t samples = 0;
+};
+
+// Inference-mode loss and accuracy (batch_norm2d with running statistics), in batches.
+inline evaluation evaluate(const nn::sequential& model, tensor_view<const float, 4> x, labels_view labels,
+                           index_t batch_size = 256) {
+  detail::check_dataset(x, labels, batch_size, "train::evaluate");
+  const index_t n = x.shape(0);
+  evaluation e;
+  double loss_sum = 0.0;
+  index_t correct = 0;
+  for (index_t b0 = 0; b0 < n; b0 += batch_size) {
+    const index_t b1 = std::min(n, b0 + batch_size);
+    const tensor<float, 4> logits = model.forward(x.slice(0, b0, b1));
+    const loss_result<4> l = softmax_cross_entropy(logits.cview(), labels.slice(0, b0, b1));
+    loss_sum += static_cast<double>(l.loss) * static_cast<double>(b1 - b0);
+    correct += l.correct;
+  }
+  e.samples = n;
+  e.mean_loss = loss_sum / static_cast<double>(n);
+  e.accuracy = static_cast<double>(correct) / static_cast<double>(n);
+  return e;
+}
+
+}  // namespace train
+}  // namespace qlib
