@@ -1,0 +1,125 @@
+// Shared by the Fashion-MNIST examples and benchmark: the dataset (IDX, gzip via zlib), the CNN, timing helpers.
+#pragma once
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "qlib/io/idx.hpp"
+#include "qlib/nn/sequential.hpp"
+
+namespace fashion_mnist {
+
+#ifndef QLIB_FASHION_MNIST_DIR
+#define QLIB_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+#endif
+#ifndef QLIB_EXAMPLES_DATA_DIR
+#define QLIB_EXAMPLES_DATA_DIR "examples/data"
+#endif
+inline const char* default_data_dir = QLIB_FASHION_MNIST_DIR;  // Debian's dataset-fashion-mnist
+inline const std::string default_weights = std::string(QLIB_EXAMPLES_DATA_DIR) + "/fashion_mnist_cnn.safetensors";
+
+// Reads an IDX file, gunzipping it when the name ends in .gz (Debian ships .gz files).
+inline qlib::io::idx_array read_idx_file(const std::string& path) {
+  if (path.size() < 3 || path.compare(path.size() - 3, 3, ".gz") != 0) return qlib::io::read_idx(path);
+  gzFile f = gzopen(path.c_str(), "rb");
+  QLIB_CHECK(f != nullptr, qlib::errc::io_error, "cannot open " + path);
+  std::vector<std::uint8_t> bytes;
+  std::uint8_t buf[1 << 16];
+  int n = 0;
+  while ((n = gzread(f, buf, sizeof buf)) > 0) bytes.insert(bytes.end(), buf, buf + n);
+  const bool ok = n == 0;
+  gzclose(f);
+  QLIB_CHECK(ok, qlib::errc::io_error, "cannot decompress " + path);
+  return qlib::io::parse_idx(bytes, path);
+}
+
+struct dataset {
+  qlib::tensor<float, 4> images;     // [N, 28, 28, 1], pixel / 255
+  std::vector<std::int32_t> labels;  // [N], 0..9
+  qlib::index_t size() const { return images.shape(0); }
+  qlib::tensor_view<const std::int32_t, 1> label_view() const {
+    return qlib::tensor_view<const std::int32_t, 1>(labels.data(), {static_cast<qlib::index_t>(labels.size())});
+  }
+};
+
+// split = "train" or "t10k"; the first `limit` samples (all if limit <= 0).
+inline dataset load(const std::string& dir, const std::string& split, qlib::index_t limit = 0) {
+  const qlib::io::idx_array img = read_idx_file(dir + "/" + split + "-images-idx3-ubyte.gz");
+  const qlib::io::idx_array lab = read_idx_file(dir + "/" + split + "-labels-idx1-ubyte.gz");
+  QLIB_CHECK(img.shape.size() == 3 && img.shape[1] == 28 && img.shape[2] == 28 && lab.shape.size() == 1 &&
+                 lab.shape[0] == img.shape[0],
+             qlib::errc::shape_mismatch, "Fashion-MNIST " + split + ": unexpected IDX shapes");
+  const qlib::index_t n = limit > 0 ? std::min(limit, img.shape[0]) : img.shape[0];
+  dataset d{qlib::tensor<float, 4>(qlib::extents<4>{n, 28, 28, 1}), {}};
+  for (qlib::index_t i = 0; i < n * 784; ++i) d.images.data()[i] = static_cast<float>(img.data[static_cast<std::size_t>(i)]) / 255.0f;
+  for (qlib::index_t i = 0; i < n; ++i) {
+    const int l = lab.data[static_cast<std::size_t>(i)];
+    QLIB_CHECK(l < 10, qlib::errc::invalid_argument, "Fashion-MNIST label out of range");
+    d.labels.push_back(l);
+  }
+  return d;
+}
+
+// The CNN (PyTorch equivalent in bench/pytorch_fashion_mnist.py):
+//   Conv2d(1,16,3) BatchNorm2d ReLU MaxPool2d(2) Conv2d(16,32,3) BatchNorm2d ReLU MaxPool2d(2)
+//   Flatten Linear(800,128) ReLU Linear(128,10)          (valid convolutions: 28 -> 26 -> 13 -> 11 -> 5)
+inline qlib::nn::sequential make_cnn() {
+  using namespace qlib::nn;
+  return sequential{conv2d(1, 16, conv2d_options::square(3)),  batch_norm2d(16), relu{}, max_pool2d::square(2),
+                    conv2d(16, 32, conv2d_options::square(3)), batch_norm2d(32), relu{}, max_pool2d::square(2),
+                    flatten{},                                 linear(800, 128), relu{}, linear(128, 10)};
+}
+inline const qlib::extents<4> input_shape{1, 28, 28, 1};
+
+// Fraction of rows of logits [N,1,1,10] whose argmax equals the label.
+inline double accuracy(const qlib::tensor<float, 4>& logits, const std::vector<std::int32_t>& labels, qlib::index_t offset) {
+  qlib::index_t correct = 0;
+  const qlib::index_t n = logits.shape(0), k = logits.shape(3);
+  for (qlib::index_t i = 0; i < n; ++i) {
+    const float* r = logits.data() + i * k;
+    if (std::max_element(r, r + k) - r == labels[static_cast<std::size_t>(offset + i)]) ++correct;
+  }
+  return static_cast<double>(correct);
+}
+
+// Test accuracy of any model with forward(tensor_view<const float,4>) -> logits.
+template <class Model>
+double test_accuracy(const Model& m, const dataset& d, qlib::index_t batch = 500) {
+  double correct = 0;
+  for (qlib::index_t b0 = 0; b0 < d.size(); b0 += batch) {
+    const qlib::index_t b1 = std::min(d.size(), b0 + batch);
+    correct += accuracy(m.forward(d.images.cview().slice(0, b0, b1)), d.labels, b0);
+  }
+  return correct / static_cast<double>(d.size());
+}
+
+// Median seconds of `reps` calls of f() after `warmup` calls.
+template <class F>
+double median_seconds(F&& f, int reps, int warmup = 3) {
+  for (int i = 0; i < warmup; ++i) f();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto a = std::chrono::steady_clock::now();
+    f();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// A one-line progress bar on stderr ("\r" redraws it).
+inline void progress_bar(const char* what, qlib::index_t done, qlib::index_t total, const std::string& extra = "") {
+  const int width = 30, filled = total > 0 ? static_cast<int>(width * done / total) : width;
+  std::fprintf(stderr, "\r%-12s [%s%s] %6td/%td %s", what, std::string(static_cast<std::size_t>(filled), '#').c_str(),
+               std::string(static_cast<std::size_t>(width - filled), ' ').c_str(), done, total, extra.c_str());
+  if (done >= total) std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
+
+}  // namespace fashion_mnist
