@@ -8,7 +8,8 @@
 //             in this process (the same clock, same run)
 //   pct_read  (M = 1) packed-weight bytes/s over a plain zmm read of the same buffer
 // qlib_int8_out runs the same GEMM with an int8 layer epilogue (bias, per-channel
-// requantize, ReLU, saturating cast), to show what the output pipeline costs.
+// requantize, ReLU, saturating cast), to show what the output pipeline costs;
+// qlib_u8_out (the CNN shapes only) the uint8 epilogue of a conv layer feeding the next.
 // After the run a table prints qlib/oneDNN and qlib/sgemm per shape, each number the
 // best of QLIB_BENCH_ROUNDS rounds of the whole suite (the machine may be shared).
 //
@@ -48,8 +49,12 @@ struct shape {
   index_t m, n, k;
 };
 const shape shapes[] = {{1, 4096, 4096},   {8, 4096, 4096},   {128, 768, 768}, {128, 3072, 768},
-                        {512, 512, 512},   {1024, 1024, 1024}, {3136, 64, 576}, {196, 256, 2304}};
+                        {512, 512, 512},   {1024, 1024, 1024}, {3136, 64, 576}, {196, 256, 2304},
+                        // The Fashion-MNIST CNN at batch 64 (im2col, NHWC): conv1 3x3x1 -> 16 on
+                        // 26x26, conv2 3x3x16 -> 32 on 11x11, then the 800 -> 128 linear layer.
+                        {43264, 16, 9},    {7744, 32, 144},    {64, 128, 800}};
 constexpr int shape_count = static_cast<int>(sizeof(shapes) / sizeof(shapes[0]));
+constexpr int first_cnn_shape = 8;  // the CNN shapes also run with a uint8 layer epilogue
 
 std::string shape_name(const shape& s) {
   return std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
@@ -122,7 +127,7 @@ operands& operands_of(int i) {
 }
 
 struct row {
-  double qlib = 0, qlib_int8 = 0, onednn = 0, sgemm = 0;  // best GOPS over the rounds
+  double qlib = 0, qlib_int8 = 0, qlib_u8 = 0, onednn = 0, sgemm = 0;  // best GOPS over the rounds
   std::string onednn_impl;
   bool onednn_matches = true;
 };
@@ -217,6 +222,38 @@ void BM_qlib_int8_out(benchmark::State& state) {
   table()[i].qlib_int8 = std::max(table()[i].qlib_int8, ops(o.s) * static_cast<double>(state.iterations()) / secs / 1e9);
 }
 
+// The CNN's layer epilogue: per-channel bias, per-channel fixed-point requantize to a
+// zero point of 0, saturating cast to uint8 (ReLU comes with the cast), so C is the
+// next layer's uint8 input.
+void BM_qlib_u8_out(benchmark::State& state) {
+  const int i = static_cast<int>(state.range(0));
+  operands& o = operands_of(i);
+  qlib::gemm::gemm_options opt;
+  opt.threads = bench_threads();
+  std::vector<std::int32_t> bias(static_cast<std::size_t>(o.s.n)), mult(bias.size()), shift(bias.size());
+  for (std::size_t j = 0; j < bias.size(); ++j) {
+    bias[j] = static_cast<std::int32_t>(j * 37 % 2001) - 1000;
+    const auto q = qlib::quantize_multiplier(0.001 * (1.0 + static_cast<double>(j % 7) / 7.0));
+    mult[j] = q.multiplier;
+    shift[j] = q.shift;
+  }
+  const auto pipeline = qlib::gemm::make_pipeline(
+      qlib::gemm::bias_add{bias.data(), o.s.n},
+      qlib::gemm::requantize_fixed_point_per_channel<>{mult.data(), shift.data(), o.s.n, 0},
+      qlib::gemm::saturating_cast<std::uint8_t>{});
+  qlib::tensor<std::uint8_t, 2> c({o.s.m, o.s.n});
+  state.SetLabel(shape_name(o.s) + " bias+requant+uint8");
+  qlib::gemm::gemm(o.a.cview(), {0}, o.packed, pipeline, c.view(), opt);
+  const loop_timer t;
+  for (auto _ : state) {
+    qlib::gemm::gemm(o.a.cview(), {0}, o.packed, pipeline, c.view(), opt);
+    benchmark::ClobberMemory();
+  }
+  const double secs = t.seconds();
+  set_gemm_counters(state, o.s, secs);
+  table()[i].qlib_u8 = std::max(table()[i].qlib_u8, ops(o.s) * static_cast<double>(state.iterations()) / secs / 1e9);
+}
+
 #if QLIB_BENCH_WITH_ONEDNN
 void BM_onednn(benchmark::State& state) {
   using namespace dnnl;
@@ -291,6 +328,11 @@ void register_benchmarks() {
         ->Arg(i)
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
+    if (i >= first_cnn_shape)
+      benchmark::RegisterBenchmark(("qlib_u8_out/" + name).c_str(), BM_qlib_u8_out)
+          ->Arg(i)
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
 #if QLIB_BENCH_WITH_ONEDNN
     benchmark::RegisterBenchmark(("onednn/" + name).c_str(), BM_onednn)->Arg(i)->Unit(benchmark::kMicrosecond)->UseRealTime();
 #endif
@@ -306,8 +348,8 @@ void register_benchmarks() {
 void print_summary() {
   std::printf("\nthreads %d, %d rounds (best of each), VNNI peak %.1f GOPS (register-only vpdpbusd, same process)\n",
               bench_threads(), bench_rounds(), vnni_peak_gops());
-  std::printf("%-16s %9s %6s %9s %6s %9s %6s %11s %9s %10s %s\n", "M x N x K", "qlib", "%peak", "qlib-int8", "%peak",
-              "oneDNN", "%peak", "qlib/oneDNN", "sgemm", "qlib/sgemm", "notes");
+  std::printf("%-16s %9s %6s %9s %6s %9s %6s %9s %6s %11s %9s %10s %s\n", "M x N x K", "qlib", "%peak", "qlib-int8",
+              "%peak", "qlib-u8", "%peak", "oneDNN", "%peak", "qlib/oneDNN", "sgemm", "qlib/sgemm", "notes");
   for (const auto& kv : table()) {
     const shape& s = shapes[kv.first];
     const row& r = kv.second;
@@ -321,8 +363,9 @@ void print_summary() {
                " GB/s); ";
     }
     if (!r.onednn_matches) notes += "oneDNN result DIFFERS; ";
-    std::printf("%-16s %9.1f %6.1f %9.1f %6.1f %9.1f %6.1f %11.3f %9.1f %10.2f %s\n", shape_name(s).c_str(), r.qlib,
-                100.0 * r.qlib / peak, r.qlib_int8, 100.0 * r.qlib_int8 / peak, r.onednn, 100.0 * r.onednn / peak,
+    std::printf("%-16s %9.1f %6.1f %9.1f %6.1f %9.1f %6.1f %9.1f %6.1f %11.3f %9.1f %10.2f %s\n",
+                shape_name(s).c_str(), r.qlib, 100.0 * r.qlib / peak, r.qlib_int8, 100.0 * r.qlib_int8 / peak, r.qlib_u8,
+                100.0 * r.qlib_u8 / peak, r.onednn, 100.0 * r.onednn / peak,
                 r.onednn > 0 ? r.qlib / r.onednn : 0.0, r.sgemm, r.sgemm > 0 ? r.qlib / r.sgemm : 0.0, notes.c_str());
   }
   for (const auto& kv : table())

@@ -32,7 +32,8 @@
 // Loop nest (B is packed once, A is read in place - no copy of the activations):
 //   for each block of rows (MC rows: an MC x K slab of A stays in L2)
 //     for each panel of 64 columns (K x 64 bytes of B, L2-resident, streamed into L1)
-//       for each row tile (6 rows on AVX-512 VNNI): micro-kernel over all of K, its
+//       for each row tile (6 rows on AVX-512 VNNI; 8, 12 or 24 when the panel has at
+//         most 48, 32 or 16 real columns): micro-kernel over all of K, its
 //         accumulators starting at the panel's zero-point corrections; then int32 C
 //         is stored from the registers, any other pipeline runs on the tile.
 // K is not blocked: integer sums need no K blocking for accuracy (wrapping int32 is
@@ -45,12 +46,23 @@ namespace gemm {
 namespace detail {
 
 // Rows per row block: an MC x K slab of A of about 192 KiB, a multiple of 24 rows
-// (whole tiles of 4 or 6), at most max_row_block so that its row sums fit the stack.
+// (whole tiles of 4, 6, 8, 12 or 24), at most max_row_block so that its row sums fit
+// the stack.
 inline constexpr index_t max_row_block = 480;
 inline index_t row_block_rows(index_t k) noexcept {
   const index_t mc = (index_t{192} * 1024 / (k > 0 ? k : 1)) / 24 * 24;
   return std::min(max_row_block, std::max(index_t{24}, mc));
 }
+
+// A kernel's `out` for a pipeline: f(tile_row, tile_rows, tile) runs it on a finished
+// tile; cols (the panel's real columns, as in direct_int32_output) lets a kernel skip
+// padded columns (AVX-512 VNNI's narrow tiles).
+template <class F>
+struct tile_epilogue {
+  index_t cols;
+  F f;
+  void operator()(index_t tile_row, index_t tile_rows, const std::int32_t* tile) const { f(tile_row, tile_rows, tile); }
+};
 
 // row_sum[r] = sum_k (a[r][k] - za), wrapping int32 (used only when some zb != 0).
 template <class Act>
@@ -86,10 +98,11 @@ void gemm_part(Tag tag, tensor_view<const Act, 2> a, std::int32_t za, const pack
       Out* c_block = c.data() + r0 * ldc + col0;
       // The output pipeline on each finished tile, C's rows at stride ldc.
       auto run_pipeline = [&](const auto& stages) {
-        auto epilogue = [&](index_t tile_row, index_t tile_rows, const std::int32_t* tile) {
+        auto store = [&](index_t tile_row, index_t tile_rows, const std::int32_t* tile) {
           kernels::store_tile(tag, stages, tile, panel_width, tile_rows, cols, c_block + tile_row * ldc, ldc,
                               r0 + tile_row, col0);
         };
+        tile_epilogue<decltype(store)> epilogue{cols, store};
         Kernel::run_panel(rows, k, a_block, lda, w.panel(p), column_offset, epilogue);
       };
       if (need_row_sums) {

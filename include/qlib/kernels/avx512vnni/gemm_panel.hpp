@@ -1,9 +1,11 @@
-// AVX-512 VNNI int8 GEMM panel kernel: zmm vpdpbusd, 6 x 64 register tiles (u8/s8 activations x s8 weights).
+// AVX-512 VNNI int8 GEMM panel kernel: zmm vpdpbusd, 6 x 64 register tiles, 8 x 48 / 12 x 32 / 24 x 16 for narrow panels.
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "qlib/arch/target.hpp"
 #include "qlib/kernels/portable/gemm_panel.hpp"
@@ -28,6 +30,13 @@ QLIB_KERNEL_BEGIN
 // them to keep >= 8 chains.
 // 64 columns (a whole packed panel) rather than 48 because layer widths are powers of
 // two: 8 x 48 would waste a third of the work at N = 64.
+//
+// Narrow panels (N <= 48, or the last panel of a wider N: the conv layers of small CNNs
+// have 16 or 32 output channels) would spend 1/4 to 3/4 of every 6 x 64 tile on zero
+// padding. Their tiles read only the first NV = 1, 2 or 3 zmm of each k group (same
+// packed layout) and take 24 / NV rows instead, so they keep 24 accumulators: 24 x 16,
+// 12 x 32, 8 x 48. Per k group that is NV loads of B and 24 / NV broadcasts of A per
+// 24 vpdpbusd, still under the 2-3 loads per cycle the cores sustain.
 namespace qlib {
 namespace kernels {
 namespace avx512vnni_detail {
@@ -46,7 +55,7 @@ QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void k_group(__m512i (&acc)[MR][NV], 
   __m512i bv[NV];
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_si512(b + 64 * v);
-#pragma GCC unroll 8
+#pragma GCC unroll 24
   for (int r = 0; r < MR; ++r) {
     __m512i av = load_a(r);
     if (Flip) av = _mm512_xor_si512(av, _mm512_set1_epi8(static_cast<char>(0x80)));
@@ -93,7 +102,7 @@ QLIB_TARGET_AVX512_VNNI __attribute__((noinline)) void tile(index_t k, const std
   // (acc, acc2) to keep >= 8 independent chains; otherwise acc2 is dead code.
   constexpr bool split_k = MR * NV < 12;
   __m512i acc[MR][NV], acc2[MR][NV];
-#pragma GCC unroll 8
+#pragma GCC unroll 24
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
@@ -102,7 +111,7 @@ QLIB_TARGET_AVX512_VNNI __attribute__((noinline)) void tile(index_t k, const std
     }
 
   const std::uint8_t* row[MR];
-#pragma GCC unroll 8
+#pragma GCC unroll 24
   for (int r = 0; r < MR; ++r) row[r] = a + r * lda;
 
   // The partial last group (k % 4 bytes) goes first, so the loop ends the tile.
@@ -127,7 +136,7 @@ QLIB_TARGET_AVX512_VNNI __attribute__((noinline)) void tile(index_t k, const std
     const index_t left = cols - 16 * v;
     keep[v] = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << left) - 1);
   }
-#pragma GCC unroll 8
+#pragma GCC unroll 24
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
@@ -154,6 +163,65 @@ QLIB_TARGET_AVX512_VNNI void run_tile(index_t rows, index_t k, const std::uint8_
   }
 }
 
+// Tile heights of the narrow tiles with NV column vectors: 24 / NV rows, and for short
+// M (m < 24 / NV) the next heights down to 1: 24 12 6 3 2 1, 12 6 3 2 1, 8 4 2 1.
+template <int NV>
+constexpr int narrow_rows = 24 / NV;
+constexpr int next_narrow_rows(int mr) { return mr > 3 ? mr / 2 : mr - 1; }
+inline index_t narrow_tile_rows(int full, index_t m) {
+  index_t mr = full;
+  while (mr > m) mr = next_narrow_rows(static_cast<int>(mr));
+  return mr;
+}
+
+// One narrow tile of mr rows (a height narrow_tile_rows returns) x 16 * NV columns.
+template <int NV, bool Flip, int MR = narrow_rows<NV>>
+QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void run_narrow_tile(index_t mr, index_t k, const std::uint8_t* a,
+                                                                index_t lda, const std::int8_t* b,
+                                                                const std::int32_t* init, std::int32_t* c, index_t ldc,
+                                                                index_t cols) {
+  if constexpr (MR > 1) {
+    if (mr != MR) return run_narrow_tile<NV, Flip, next_narrow_rows(MR)>(mr, k, a, lda, b, init, c, ldc, cols);
+  }
+  QLIB_ASSERT(mr == MR && cols >= 1 && cols <= 16 * NV);
+  tile<MR, NV, Flip>(k, a, lda, b, init, c, ldc, cols);
+}
+
+// The real columns of the panel when the output says so (direct_int32_output and the
+// driver's epilogue carry `cols`), else the whole panel.
+template <class Output, class = void>
+struct has_columns : std::false_type {};
+template <class Output>
+struct has_columns<Output, decltype((void)std::declval<const Output&>().cols)> : std::true_type {};
+template <class Output>
+index_t output_columns(const Output& out) {
+  if constexpr (has_columns<Output>::value) return out.cols;
+  else return gemm::panel_width;
+}
+
+// run_panel for a panel with at most 16 * NV real columns. Rows go in tiles of mr; a
+// last partial tile runs as a whole mr tile ending at row m, so it recomputes up to
+// mr - 1 rows of the tile before it: their sums come out the same, so int32 C is just
+// rewritten with equal values, and a pipeline gets only the new rows. That keeps every
+// tile at full height (24 accumulators) without a kernel for every row count.
+template <int NV, bool Flip, class Output>
+QLIB_TARGET_AVX512_VNNI void run_narrow_panel(index_t m, index_t k, const std::uint8_t* a, index_t lda,
+                                              const std::int8_t* panel, const std::int32_t* column_init, index_t cols,
+                                              std::int32_t* tile_buffer, Output& out) {
+  const index_t mr = narrow_tile_rows(narrow_rows<NV>, m);
+  for (index_t r = 0; r < m; r += mr) {
+    const index_t r0 = std::min(r, m - mr);  // the overlapping last tile
+    if constexpr (is_direct_output<Output>::value) {
+      run_narrow_tile<NV, Flip>(mr, k, a + r0 * lda, lda, panel, column_init, out.c + r0 * out.ldc, out.ldc, cols);
+    } else {
+      run_narrow_tile<NV, Flip>(mr, k, a + r0 * lda, lda, panel, column_init, tile_buffer, gemm::panel_width,
+                                16 * NV);
+      const index_t skip = r - r0;
+      out(r, mr - skip, static_cast<const std::int32_t*>(tile_buffer + skip * gemm::panel_width));
+    }
+  }
+}
+
 }  // namespace avx512vnni_detail
 
 struct avx512vnni_gemm_kernel {
@@ -165,16 +233,20 @@ struct avx512vnni_gemm_kernel {
   template <class Act, class Output>
   static void run_panel(index_t m, index_t k, const Act* a, index_t lda, const std::int8_t* panel,
                         const std::int32_t* column_init, Output& out) {
-    alignas(64) std::int32_t tile[6 * gemm::panel_width];
+    // Room for the tallest tile (24 rows x 16), at the row stride of the contract.
+    alignas(64) std::int32_t tile[avx512vnni_detail::narrow_rows<1> * gemm::panel_width];
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(a);
     constexpr bool flip = std::is_signed<Act>::value;
+    const index_t cols = avx512vnni_detail::output_columns(out);
+    using namespace avx512vnni_detail;
+    if (cols <= 16) return run_narrow_panel<1, flip>(m, k, bytes, lda, panel, column_init, cols, tile, out);
+    if (cols <= 32) return run_narrow_panel<2, flip>(m, k, bytes, lda, panel, column_init, cols, tile, out);
+    if (cols <= 48) return run_narrow_panel<3, flip>(m, k, bytes, lda, panel, column_init, cols, tile, out);
     for_each_row_tile(m, 6, [&](index_t r0, index_t rows) {
       if constexpr (is_direct_output<Output>::value) {  // int32 C: store from the registers
-        avx512vnni_detail::run_tile<flip>(rows, k, bytes + r0 * lda, lda, panel, column_init, out.c + r0 * out.ldc,
-                                          out.ldc, out.cols);
+        run_tile<flip>(rows, k, bytes + r0 * lda, lda, panel, column_init, out.c + r0 * out.ldc, out.ldc, out.cols);
       } else {
-        avx512vnni_detail::run_tile<flip>(rows, k, bytes + r0 * lda, lda, panel, column_init, tile,
-                                          gemm::panel_width, gemm::panel_width);
+        run_tile<flip>(rows, k, bytes + r0 * lda, lda, panel, column_init, tile, gemm::panel_width, gemm::panel_width);
         out(r0, rows, static_cast<const std::int32_t*>(tile));
       }
     });
