@@ -304,13 +304,13 @@ TEST_CASE("max and average pooling backward match finite differences", "[train][
     }();
     for (index_t i = 0; i < x.size(); ++i) x.data()[i] = 0.01f * static_cast<float>(perm[static_cast<std::size_t>(i)]) - 1.0f;
     const nn::max_pool2d mp{w};
-    std::vector<index_t> argmax;
+    std::vector<std::int32_t> argmax;
     const tensor<float, 4> y = train::max_pool_forward_train(mp, x.cview(), argmax);
     const tensor<float, 4> yref = nn::pool(mp, x.cview());
     REQUIRE(y.shape() == yref.shape());
     CHECK(std::equal(y.begin(), y.end(), yref.begin()));
     const linear_objective obj(y.shape());
-    const tensor<float, 4> dx = train::max_pool_backward(x.shape(), argmax, obj.r.cview());
+    const tensor<float, 4> dx = train::max_pool_backward(mp, x.shape(), argmax, obj.r.cview());
     check_gradient("max", x.data(), dx.data(), x.size(), [&] { return obj(nn::pool(mp, x.cview())); }, 48);
     for (bool include_pad : {true, false}) {
       const nn::avg_pool2d ap{w, include_pad};

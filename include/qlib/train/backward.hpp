@@ -1,17 +1,18 @@
 // Training forward over an nn::sequential that records what backward needs, and the backward pass filling train::gradients.
 #pragma once
 
+#include <cstdint>
 #include <type_traits>
 #include <variant>
 #include <vector>
 
 #include "qlib/nn/sequential.hpp"
-#include "qlib/train/activation_backward.hpp"
+#include "qlib/train/activation_train.hpp"
 #include "qlib/train/batch_norm_train.hpp"
 #include "qlib/train/conv2d_backward.hpp"
 #include "qlib/train/gradients.hpp"
 #include "qlib/train/linear_backward.hpp"
-#include "qlib/train/pooling_backward.hpp"
+#include "qlib/train/pooling_train.hpp"
 
 namespace qlib {
 namespace train {
@@ -23,7 +24,7 @@ struct layer_cache {
   extents<4> in_shape{};
   tensor<float, 4> input;
   batch_norm_cache bn;
-  std::vector<index_t> argmax;
+  std::vector<std::int32_t> argmax;
 };
 
 // The record of one training forward, layer by layer.
@@ -38,7 +39,7 @@ inline tensor<float, 4> forward_train(nn::sequential& model, tensor_view<const f
                                       bool update_running_stats = true) {
   model.output_shape(x.shape());  // validate the whole chain before any work
   cache.layers.resize(model.size());
-  tensor<float, 4> cur(x);
+  tensor<float, 4> cur = detail::dense_copy(x);
   for (std::size_t i = 0; i < model.size(); ++i) {
     layer_cache& lc = cache.layers[i];
     lc.in_shape = cur.shape();
@@ -52,7 +53,7 @@ inline tensor<float, 4> forward_train(nn::sequential& model, tensor_view<const f
             return l.forward(lc.input.cview());
           } else if constexpr (std::is_same<L, nn::relu>::value || std::is_same<L, nn::relu6>::value) {
             lc.input = std::move(cur);
-            return nn::apply_activation(l, lc.input.cview());
+            return activation_forward(l, lc.input.cview());
           } else if constexpr (std::is_same<L, nn::batch_norm2d>::value) {
             return batch_norm_forward_train(l, cur.cview(), lc.bn, update_running_stats);
           } else if constexpr (std::is_same<L, nn::max_pool2d>::value) {
@@ -61,7 +62,7 @@ inline tensor<float, 4> forward_train(nn::sequential& model, tensor_view<const f
             return nn::pool(l, cur.cview());
           } else {
             static_assert(std::is_same<L, nn::flatten>::value, "a layer kind without a training forward");
-            return nn::apply_flatten<float>(cur.cview());
+            return detail::dense_copy(cur.cview().reshape(nn::output_shape(l, cur.shape())));
           }
         },
         model[i]);
@@ -79,7 +80,7 @@ inline tensor<float, 4> backward(const nn::sequential& model, const forward_cach
              "train::backward: the cache and gradients must have one entry per layer (" +
                  std::to_string(model.size()) + "), got " + std::to_string(cache.layers.size()) + " and " +
                  std::to_string(g.layers.size()));
-  tensor<float, 4> cur(dy);
+  tensor<float, 4> cur = detail::dense_copy(dy);
   for (std::size_t j = model.size(); j-- > 0;) {
     const layer_cache& lc = cache.layers[j];
     layer_gradients& lg = g.layers[j];
@@ -96,7 +97,7 @@ inline tensor<float, 4> backward(const nn::sequential& model, const forward_cach
           } else if constexpr (std::is_same<L, nn::batch_norm2d>::value) {
             return batch_norm_backward(l, lc.bn, cur.cview(), lg.weight.view(), lg.bias.view());
           } else if constexpr (std::is_same<L, nn::max_pool2d>::value) {
-            return max_pool_backward(lc.in_shape, lc.argmax, cur.cview());
+            return max_pool_backward(l, lc.in_shape, lc.argmax, cur.cview());
           } else if constexpr (std::is_same<L, nn::avg_pool2d>::value) {
             return avg_pool_backward(l, lc.in_shape, cur.cview());
           } else {
@@ -104,7 +105,7 @@ inline tensor<float, 4> backward(const nn::sequential& model, const forward_cach
             QLIB_CHECK(cur.size() == qlib::detail::checked_numel(lc.in_shape), errc::shape_mismatch,
                        "train::backward: flatten output gradient " + qlib::detail::extents_string(cur.shape()) +
                            " does not match its input " + qlib::detail::extents_string(lc.in_shape));
-            return tensor<float, 4>(cur.cview().reshape(lc.in_shape));
+            return detail::dense_copy(cur.cview().reshape(lc.in_shape));
           }
         },
         model[j]);

@@ -1,6 +1,7 @@
 // batch_norm2d in training mode: forward with batch statistics (updating the running ones) and its backward.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -9,6 +10,26 @@
 
 namespace qlib {
 namespace train {
+
+namespace detail {
+// out[i] = sum over pixels p of f(p * c + i, i), per channel i: float sums over blocks of
+// 128 pixels (vectorized across channels), added up in double. Exact enough for batch
+// statistics of any size and in a fixed order.
+template <class F>
+void channel_sums(index_t pixels, index_t c, F f, std::vector<double>& out) {
+  constexpr index_t block = 128;
+  out.assign(static_cast<std::size_t>(c), 0.0);
+  std::vector<float> part(static_cast<std::size_t>(c));
+  float* pp = part.data();
+  for (index_t p0 = 0; p0 < pixels; p0 += block) {
+    const index_t p1 = std::min(pixels, p0 + block);
+    std::fill(part.begin(), part.end(), 0.0f);
+    for (index_t p = p0; p < p1; ++p)
+      for (index_t i = 0; i < c; ++i) pp[i] += f(p * c + i, i);
+    for (index_t i = 0; i < c; ++i) out[static_cast<std::size_t>(i)] += pp[i];
+  }
+}
+}  // namespace detail
 
 // What the backward pass needs from a training forward: the normalized input and the
 // per-channel 1 / sqrt(var + eps) of the batch.
@@ -20,7 +41,7 @@ struct batch_norm_cache {
 // y = (x - mean_B) / sqrt(var_B + eps) * weight + bias with the batch's mean and biased
 // variance over N*H*W per channel, as PyTorch's BatchNorm2d in train(). When
 // update_running_stats, running = (1 - momentum) running + momentum batch, with the
-// unbiased variance (var_B * M / (M - 1)) for running_var. Sums in double, in pixel order.
+// unbiased variance (var_B * M / (M - 1)) for running_var. Two-pass mean and variance.
 inline tensor<float, 4> batch_norm_forward_train(nn::batch_norm2d& bn, tensor_view<const float, 4> x,
                                                  batch_norm_cache& cache, bool update_running_stats = true) {
   bn.validate(x.shape(3));
@@ -30,18 +51,17 @@ inline tensor<float, 4> batch_norm_forward_train(nn::batch_norm2d& bn, tensor_vi
                  qlib::detail::extents_string(x.shape()));
   const detail::dense_input xd(x);
   const float* xp = xd.view.data();
-  std::vector<double> sum(static_cast<std::size_t>(c), 0.0), sq(static_cast<std::size_t>(c), 0.0);
-  for (index_t p = 0; p < m; ++p)
-    for (index_t i = 0; i < c; ++i) sum[static_cast<std::size_t>(i)] += xp[p * c + i];
+  std::vector<double> sum, sq;
+  detail::channel_sums(m, c, [&](index_t k, index_t) { return xp[k]; }, sum);
   std::vector<float> mean(static_cast<std::size_t>(c));
   for (index_t i = 0; i < c; ++i)
     mean[static_cast<std::size_t>(i)] = static_cast<float>(sum[static_cast<std::size_t>(i)] / static_cast<double>(m));
   // Two-pass variance: no cancellation when the mean is large.
-  for (index_t p = 0; p < m; ++p)
-    for (index_t i = 0; i < c; ++i) {
-      const double d = static_cast<double>(xp[p * c + i]) - mean[static_cast<std::size_t>(i)];
-      sq[static_cast<std::size_t>(i)] += d * d;
-    }
+  const float* mp = mean.data();
+  detail::channel_sums(m, c, [&](index_t k, index_t i) {
+    const float d = xp[k] - mp[i];
+    return d * d;
+  }, sq);
   cache.inv_std.assign(static_cast<std::size_t>(c), 0.0f);
   for (index_t i = 0; i < c; ++i) {
     const auto k = static_cast<std::size_t>(i);
@@ -60,12 +80,13 @@ inline tensor<float, 4> batch_norm_forward_train(nn::batch_norm2d& bn, tensor_vi
   cache.x_hat = tensor<float, 4>(x.shape());
   tensor<float, 4> y(x.shape());
   float* xh = cache.x_hat.data();
+  float* yp = y.data();
+  const float *is = cache.inv_std.data(), *w = bn.weight.data(), *b = bn.bias.data();
   for (index_t p = 0; p < m; ++p)
     for (index_t i = 0; i < c; ++i) {
-      const auto k = static_cast<std::size_t>(i);
-      const float v = (xp[p * c + i] - mean[k]) * cache.inv_std[k];
+      const float v = (xp[p * c + i] - mp[i]) * is[i];
       xh[p * c + i] = v;
-      y.data()[p * c + i] = v * bn.weight(i) + bn.bias(i);
+      yp[p * c + i] = v * w[i] + b[i];
     }
   return y;
 }
@@ -86,12 +107,9 @@ inline tensor<float, 4> batch_norm_backward(const nn::batch_norm2d& bn, const ba
   const detail::dense_input dyd(dy);
   const float* g = dyd.view.data();
   const float* xh = cache.x_hat.data();
-  std::vector<double> sg(static_cast<std::size_t>(c), 0.0), sb(static_cast<std::size_t>(c), 0.0);
-  for (index_t p = 0; p < m; ++p)
-    for (index_t i = 0; i < c; ++i) {
-      sb[static_cast<std::size_t>(i)] += g[p * c + i];
-      sg[static_cast<std::size_t>(i)] += static_cast<double>(g[p * c + i]) * xh[p * c + i];
-    }
+  std::vector<double> sg, sb;
+  detail::channel_sums(m, c, [&](index_t k, index_t) { return g[k]; }, sb);
+  detail::channel_sums(m, c, [&](index_t k, index_t) { return g[k] * xh[k]; }, sg);
   std::vector<float> k1(static_cast<std::size_t>(c)), mb(static_cast<std::size_t>(c)), mg(static_cast<std::size_t>(c));
   for (index_t i = 0; i < c; ++i) {
     const auto k = static_cast<std::size_t>(i);
@@ -102,11 +120,10 @@ inline tensor<float, 4> batch_norm_backward(const nn::batch_norm2d& bn, const ba
     mg[k] = static_cast<float>(sg[k] / static_cast<double>(m));
   }
   tensor<float, 4> dx(dy.shape());
+  float* d = dx.data();
+  const float *k1p = k1.data(), *mbp = mb.data(), *mgp = mg.data();
   for (index_t p = 0; p < m; ++p)
-    for (index_t i = 0; i < c; ++i) {
-      const auto k = static_cast<std::size_t>(i);
-      dx.data()[p * c + i] = k1[k] * (g[p * c + i] - mb[k] - xh[p * c + i] * mg[k]);
-    }
+    for (index_t i = 0; i < c; ++i) d[p * c + i] = k1p[i] * (g[p * c + i] - mbp[i] - xh[p * c + i] * mgp[i]);
   return dx;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 
 #include "qlib/core/tensor.hpp"
 #include "qlib/nn/conv2d.hpp"
@@ -22,6 +23,15 @@ struct dense_input {
     }
   }
 };
+
+// A dense copy of a view: one memcpy when it is contiguous (tensor's own copy walks
+// every index).
+inline tensor<float, 4> dense_copy(tensor_view<const float, 4> v) {
+  if (!v.is_contiguous()) return tensor<float, 4>(v);
+  tensor<float, 4> t(v.shape());
+  if (t.size() > 0) std::memcpy(t.data(), v.data(), sizeof(float) * static_cast<std::size_t>(t.size()));
+  return t;
+}
 
 inline void check_output_grad(const extents<4>& dy, const extents<4>& expected, const char* who) {
   QLIB_CHECK(dy == expected, errc::shape_mismatch,

@@ -1,6 +1,7 @@
-// Pooling in training: max pooling that records each output's argmax, and the backward of max and average pooling.
+// Pooling in training: max pooling that records each output's argmax tap, and the backward of max and average pooling.
 #pragma once
 
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -10,11 +11,13 @@
 namespace qlib {
 namespace train {
 
-// Max pooling as nn::pool, also recording for every output element the flat NHWC index
-// of the input element it came from (the first maximum in window order; a NaN wins, as
-// in PyTorch), or -1 when the window holds no input element (output -inf).
+// Max pooling as nn::pool, also recording for every output element which tap of its
+// window it came from (kh * kernel_w + kw: the first maximum in window order; a NaN
+// wins, as in PyTorch), or -1 when the window holds no input element (output -inf).
+// Tap indices rather than flat input positions: 32-bit, so the channel loop is one
+// vectorized compare-and-select per tap instead of a branch.
 inline tensor<float, 4> max_pool_forward_train(const nn::max_pool2d& p, tensor_view<const float, 4> x,
-                                               std::vector<index_t>& argmax) {
+                                               std::vector<std::int32_t>& argmax) {
   const nn::conv_geometry g = nn::detail::pool_geometry(x.shape(), p.window, "train::max_pool_forward_train");
   const detail::dense_input xd(x);
   const float* xp = xd.view.data();
@@ -27,21 +30,21 @@ inline tensor<float, 4> max_pool_forward_train(const nn::max_pool2d& p, tensor_v
       for (index_t ow = 0; ow < g.out_w; ++ow) {
         const index_t out0 = ((n * g.out_h + oh) * g.out_w + ow) * c;
         float* out = y.data() + out0;
-        index_t* am = argmax.data() + out0;
+        std::int32_t* am = argmax.data() + out0;
         for (index_t kh = 0; kh < o.kernel_h; ++kh) {
           const index_t ih = oh * o.stride_h - o.pad_h + kh * o.dilation_h;
           if (ih < 0 || ih >= g.in_h) continue;
           for (index_t kw = 0; kw < o.kernel_w; ++kw) {
             const index_t iw = ow * o.stride_w - o.pad_w + kw * o.dilation_w;
             if (iw < 0 || iw >= g.in_w) continue;
-            const index_t in0 = ((n * g.in_h + ih) * g.in_w + iw) * c;
+            const float* px = xp + ((n * g.in_h + ih) * g.in_w + iw) * c;
+            const auto tap = static_cast<std::int32_t>(kh * o.kernel_w + kw);
             for (index_t ch = 0; ch < c; ++ch) {
-              const float v = xp[in0 + ch];
+              const float v = px[ch], m = out[ch];
               // The first tap always wins; later ones when larger or NaN (and not after a NaN).
-              if (am[ch] < 0 || ((v > out[ch] || v != v) && out[ch] == out[ch])) {
-                out[ch] = v;
-                am[ch] = in0 + ch;
-              }
+              const bool take = (am[ch] < 0) | (v > m) | ((v != v) & (m == m));
+              out[ch] = take ? v : m;
+              am[ch] = take ? tap : am[ch];
             }
           }
         }
@@ -49,21 +52,33 @@ inline tensor<float, 4> max_pool_forward_train(const nn::max_pool2d& p, tensor_v
   return y;
 }
 
-// dL/dx of max pooling: each output gradient goes to its argmax element.
-inline tensor<float, 4> max_pool_backward(const extents<4>& in_shape, const std::vector<index_t>& argmax,
-                                          tensor_view<const float, 4> dy) {
+// dL/dx of max pooling: each output gradient goes to the input element of its recorded tap.
+inline tensor<float, 4> max_pool_backward(const nn::max_pool2d& p, const extents<4>& in_shape,
+                                          const std::vector<std::int32_t>& argmax, tensor_view<const float, 4> dy) {
+  const nn::conv_geometry g = nn::detail::pool_geometry(in_shape, p.window, "train::max_pool_backward");
+  detail::check_output_grad(dy.shape(), {g.batch, g.out_h, g.out_w, g.in_c}, "train::max_pool_backward");
   QLIB_CHECK(static_cast<index_t>(argmax.size()) == dy.size(), errc::shape_mismatch,
-             "train::max_pool_backward: output gradient " + qlib::detail::extents_string(dy.shape()) +
-                 " does not match the recorded argmax (" + std::to_string(argmax.size()) + " outputs)");
+             "train::max_pool_backward: " + std::to_string(argmax.size()) + " recorded taps for output gradient " +
+                 qlib::detail::extents_string(dy.shape()));
   const detail::dense_input dyd(dy);
+  const auto& o = g.opt;
+  const index_t c = g.in_c, taps = o.kernel_h * o.kernel_w;
   tensor<float, 4> dx(in_shape);
-  const index_t in_size = dx.size();
-  for (index_t i = 0, n = dy.size(); i < n; ++i) {
-    const index_t a = argmax[static_cast<std::size_t>(i)];
-    QLIB_ASSERT(a < in_size);
-    (void)in_size;
-    if (a >= 0) dx.data()[a] += dyd.view.data()[i];
-  }
+  for (index_t n = 0; n < g.batch; ++n)
+    for (index_t oh = 0; oh < g.out_h; ++oh)
+      for (index_t ow = 0; ow < g.out_w; ++ow) {
+        const index_t out0 = ((n * g.out_h + oh) * g.out_w + ow) * c;
+        for (index_t ch = 0; ch < c; ++ch) {
+          const index_t t = argmax[static_cast<std::size_t>(out0 + ch)];
+          QLIB_CHECK(t < taps, errc::out_of_range, "train::max_pool_backward: a recorded tap is outside the window");
+          if (t < 0) continue;
+          const index_t ih = oh * o.stride_h - o.pad_h + (t / o.kernel_w) * o.dilation_h;
+          const index_t iw = ow * o.stride_w - o.pad_w + (t % o.kernel_w) * o.dilation_w;
+          QLIB_CHECK(ih >= 0 && ih < g.in_h && iw >= 0 && iw < g.in_w, errc::out_of_range,
+                     "train::max_pool_backward: a recorded tap is in the padding");
+          dx(n, ih, iw, ch) += dyd.view.data()[out0 + ch];
+        }
+      }
   return dx;
 }
 
