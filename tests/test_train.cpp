@@ -204,6 +204,21 @@ TEST_CASE("conv2d backward matches finite differences (stride, padding, dilation
     const tensor<float, 4> none = train::conv2d_backward(conv, x.cview(), obj.r.cview(), dw2.view(), db2.view(), false);
     CHECK(none.empty());
     CHECK(std::equal(dw.begin(), dw.end(), dw2.begin()));
+    // The training forward (im2col kept for backward) computes the same convolution, and
+    // the backward from the kept matrix the same gradients (up to the order of the sums).
+    tensor<float, 2> cols;
+    tensor<float, 4> y, dx3;
+    train::conv2d_forward_train(conv, x.cview(), cols, y);
+    REQUIRE(!cols.empty());
+    const tensor<float, 4> yref = conv.forward(x.cview());
+    REQUIRE(y.shape() == yref.shape());
+    for (index_t i = 0; i < y.size(); ++i) REQUIRE(y.data()[i] == Approx(yref.data()[i]).margin(1e-5));
+    tensor<float, 1> dw3(extents<1>{conv.weight.size()}), db3(extents<1>{conv.bias.size()});
+    train::conv2d_backward(conv, x.cview(), cols, obj.r.cview(), dw3.view(), db3.view(), dx3);
+    for (index_t i = 0; i < dw.size(); ++i) REQUIRE(dw3.data()[i] == Approx(dw.data()[i]).margin(1e-5));
+    for (index_t i = 0; i < db.size(); ++i) REQUIRE(db3.data()[i] == db.data()[i]);
+    REQUIRE(dx3.shape() == dx.shape());
+    for (index_t i = 0; i < dx.size(); ++i) REQUIRE(dx3.data()[i] == dx.data()[i]);
   }
 }
 
@@ -342,13 +357,13 @@ std::vector<index_t> decisions(const nn::sequential& m, const train::forward_cac
   std::vector<index_t> d;
   for (std::size_t i = 0; i < m.size(); ++i) {
     if (std::holds_alternative<nn::relu>(m[i]) || std::holds_alternative<nn::relu6>(m[i]))
-      for (float v : c.layers[i].input) d.push_back((v > 0.0f) + 2 * (v < 6.0f));
+      for (float v : c.layers[i].output) d.push_back((v > 0.0f) + 2 * (v < 6.0f));  // same sides as the input
     d.insert(d.end(), c.layers[i].argmax.begin(), c.layers[i].argmax.end());
   }
   return d;
 }
 
-double ce_loss_double(const tensor<float, 4>& logits, const std::vector<std::int32_t>& labels) {
+double ce_loss_double(tensor_view<const float, 4> logits, const std::vector<std::int32_t>& labels) {
   double total = 0.0;
   const index_t n = logits.shape(0), k = logits.shape(3);
   for (index_t i = 0; i < n; ++i) {
@@ -366,11 +381,11 @@ TEST_CASE("whole-model gradients (conv-bn-relu-pool-conv-bn-relu6-avgpool-flatte
   tensor<float, 4> x = rand_tensor({3, 8, 8, 2});
   const std::vector<std::int32_t> labels{1, 4, 0};
   train::forward_cache cache;
-  const tensor<float, 4> logits = train::forward_train(m, x.cview(), cache, false);
+  const tensor<float, 4> logits(train::forward_train(m, x.cview(), cache, false));
   const auto loss = train::softmax_cross_entropy(logits.cview(), train::view_of(labels));
-  CHECK(loss.loss == Approx(ce_loss_double(logits, labels)).epsilon(1e-5));
+  CHECK(loss.loss == Approx(ce_loss_double(logits.cview(), labels)).epsilon(1e-5));
   train::gradients g = train::make_gradients(m);
-  const tensor<float, 4> dx = train::backward(m, cache, loss.grad.cview(), g, true);
+  const tensor<float, 4> dx(train::backward(m, cache, loss.grad.cview(), g, true));
   REQUIRE(dx.shape() == x.shape());
   const std::vector<index_t> base = decisions(m, cache);
   train::forward_cache probe;

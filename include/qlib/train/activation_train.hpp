@@ -2,7 +2,7 @@
 #pragma once
 
 #include "qlib/nn/activation.hpp"
-#include "qlib/train/conv2d_backward.hpp"
+#include "qlib/train/buffers.hpp"
 
 namespace qlib {
 namespace train {
@@ -10,9 +10,9 @@ namespace train {
 // y = min(max(x, lo), hi) as nn::apply_activation (NaN stays NaN), written with selects
 // so it vectorizes: on random signs a branch per element mispredicts half the time.
 template <class Act>
-tensor<float, 4> activation_forward(const Act&, tensor_view<const float, 4> x) {
+void activation_forward(const Act&, tensor_view<const float, 4> x, tensor<float, 4>& y) {
   const detail::dense_input xd(x);
-  tensor<float, 4> y(x.shape());
+  detail::ensure_shape(y, x.shape());
   const float* xp = xd.view.data();
   float* yp = y.data();
   for (index_t i = 0, n = y.size(); i < n; ++i) {
@@ -21,23 +21,37 @@ tensor<float, 4> activation_forward(const Act&, tensor_view<const float, 4> x) {
     v = v > Act::hi ? Act::hi : v;
     yp[i] = v;
   }
-  return y;
 }
 
-// dx = dy where lo < x < hi, else 0 (PyTorch: ReLU's gradient at 0 is 0; ReLU6 is
-// hardtanh(0, 6), whose gradient is 0 at both ends). x is the activation's input.
+// dx = dy where lo < t < hi, else 0 (PyTorch: ReLU's gradient at 0 is 0; ReLU6 is
+// hardtanh(0, 6), whose gradient is 0 at both ends). t is the activation's input or its
+// output: both are inside (lo, hi) at the same elements.
 template <class Act>
-tensor<float, 4> activation_backward(const Act&, tensor_view<const float, 4> x, tensor_view<const float, 4> dy) {
-  detail::check_output_grad(dy.shape(), x.shape(), "train::activation_backward");
-  const detail::dense_input xd(x), dyd(dy);
-  tensor<float, 4> dx(x.shape());
-  const float* xp = xd.view.data();
+void activation_backward(const Act&, tensor_view<const float, 4> t, tensor_view<const float, 4> dy,
+                         tensor<float, 4>& dx) {
+  detail::check_output_grad(dy.shape(), t.shape(), "train::activation_backward");
+  const detail::dense_input td(t), dyd(dy);
+  detail::ensure_shape(dx, t.shape());
+  const float* tp = td.view.data();
   const float* g = dyd.view.data();
   float* d = dx.data();
   for (index_t i = 0, n = dx.size(); i < n; ++i) {
-    const bool inside = (xp[i] > Act::lo) & (xp[i] < Act::hi);  // no short circuit: one select
-    d[i] = inside ? g[i] : 0.0f;
+    // Both loads unconditional and no short circuit: the compiler emits a vector select.
+    const float v = tp[i], gv = g[i];
+    d[i] = ((v > Act::lo) & (v < Act::hi)) ? gv : 0.0f;
   }
+}
+
+template <class Act>
+tensor<float, 4> activation_forward(const Act& a, tensor_view<const float, 4> x) {
+  tensor<float, 4> y;
+  activation_forward(a, x, y);
+  return y;
+}
+template <class Act>
+tensor<float, 4> activation_backward(const Act& a, tensor_view<const float, 4> t, tensor_view<const float, 4> dy) {
+  tensor<float, 4> dx;
+  activation_backward(a, t, dy, dx);
   return dx;
 }
 

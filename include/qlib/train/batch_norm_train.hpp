@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "qlib/nn/batch_norm.hpp"
-#include "qlib/train/conv2d_backward.hpp"
+#include "qlib/train/buffers.hpp"
 
 namespace qlib {
 namespace train {
@@ -42,8 +42,8 @@ struct batch_norm_cache {
 // variance over N*H*W per channel, as PyTorch's BatchNorm2d in train(). When
 // update_running_stats, running = (1 - momentum) running + momentum batch, with the
 // unbiased variance (var_B * M / (M - 1)) for running_var. Two-pass mean and variance.
-inline tensor<float, 4> batch_norm_forward_train(nn::batch_norm2d& bn, tensor_view<const float, 4> x,
-                                                 batch_norm_cache& cache, bool update_running_stats = true) {
+inline void batch_norm_forward_train(nn::batch_norm2d& bn, tensor_view<const float, 4> x, batch_norm_cache& cache,
+                                     tensor<float, 4>& y, bool update_running_stats = true) {
   bn.validate(x.shape(3));
   const index_t c = bn.channels(), m = x.shape(0) * x.shape(1) * x.shape(2);
   QLIB_CHECK(m > 1, errc::invalid_argument,
@@ -77,8 +77,8 @@ inline tensor<float, 4> batch_norm_forward_train(nn::batch_norm2d& bn, tensor_vi
       bn.running_var(i) = (1.0f - mom) * bn.running_var(i) + mom * static_cast<float>(unbiased);
     }
   }
-  cache.x_hat = tensor<float, 4>(x.shape());
-  tensor<float, 4> y(x.shape());
+  detail::ensure_shape(cache.x_hat, x.shape());
+  detail::ensure_shape(y, x.shape());
   float* xh = cache.x_hat.data();
   float* yp = y.data();
   const float *is = cache.inv_std.data(), *w = bn.weight.data(), *b = bn.bias.data();
@@ -88,22 +88,21 @@ inline tensor<float, 4> batch_norm_forward_train(nn::batch_norm2d& bn, tensor_vi
       xh[p * c + i] = v;
       yp[p * c + i] = v * w[i] + b[i];
     }
-  return y;
 }
 
 // Backward of the training forward: dgamma = sum dy x_hat, dbeta = sum dy and
 // dx = gamma inv_std / M (M dy - dbeta - x_hat dgamma) - the gradient flows through the
 // batch mean and variance too.
-inline tensor<float, 4> batch_norm_backward(const nn::batch_norm2d& bn, const batch_norm_cache& cache,
-                                            tensor_view<const float, 4> dy, tensor_view<float, 1> dgamma,
-                                            tensor_view<float, 1> dbeta) {
+inline void batch_norm_backward(const nn::batch_norm2d& bn, const batch_norm_cache& cache,
+                                tensor_view<const float, 4> dy, tensor_view<float, 1> dgamma,
+                                tensor_view<float, 1> dbeta, tensor<float, 4>& dx) {
   const char* who = "train::batch_norm_backward";
   detail::check_output_grad(dy.shape(), cache.x_hat.shape(), who);
   const index_t c = bn.channels(), m = dy.shape(0) * dy.shape(1) * dy.shape(2);
   QLIB_CHECK(dy.shape(3) == c && static_cast<index_t>(cache.inv_std.size()) == c, errc::shape_mismatch,
              std::string(who) + ": the cache does not belong to this layer");
-  detail::check_param_grad(dgamma.shape(0), c, who, "weight");
-  detail::check_param_grad(dbeta.shape(0), c, who, "bias");
+  detail::check_param_grad(dgamma, c, who, "weight");
+  detail::check_param_grad(dbeta, c, who, "bias");
   const detail::dense_input dyd(dy);
   const float* g = dyd.view.data();
   const float* xh = cache.x_hat.data();
@@ -119,11 +118,25 @@ inline tensor<float, 4> batch_norm_backward(const nn::batch_norm2d& bn, const ba
     mb[k] = static_cast<float>(sb[k] / static_cast<double>(m));
     mg[k] = static_cast<float>(sg[k] / static_cast<double>(m));
   }
-  tensor<float, 4> dx(dy.shape());
+  detail::ensure_shape(dx, dy.shape());
   float* d = dx.data();
   const float *k1p = k1.data(), *mbp = mb.data(), *mgp = mg.data();
   for (index_t p = 0; p < m; ++p)
     for (index_t i = 0; i < c; ++i) d[p * c + i] = k1p[i] * (g[p * c + i] - mbp[i] - xh[p * c + i] * mgp[i]);
+}
+
+// The same returning the output / dL/dx.
+inline tensor<float, 4> batch_norm_forward_train(nn::batch_norm2d& bn, tensor_view<const float, 4> x,
+                                                 batch_norm_cache& cache, bool update_running_stats = true) {
+  tensor<float, 4> y;
+  batch_norm_forward_train(bn, x, cache, y, update_running_stats);
+  return y;
+}
+inline tensor<float, 4> batch_norm_backward(const nn::batch_norm2d& bn, const batch_norm_cache& cache,
+                                            tensor_view<const float, 4> dy, tensor_view<float, 1> dgamma,
+                                            tensor_view<float, 1> dbeta) {
+  tensor<float, 4> dx;
+  batch_norm_backward(bn, cache, dy, dgamma, dbeta, dx);
   return dx;
 }
 

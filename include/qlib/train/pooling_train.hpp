@@ -1,12 +1,13 @@
 // Pooling in training: max pooling that records each output's argmax tap, and the backward of max and average pooling.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
 
 #include "qlib/nn/pooling.hpp"
-#include "qlib/train/conv2d_backward.hpp"
+#include "qlib/train/buffers.hpp"
 
 namespace qlib {
 namespace train {
@@ -16,14 +17,15 @@ namespace train {
 // wins, as in PyTorch), or -1 when the window holds no input element (output -inf).
 // Tap indices rather than flat input positions: 32-bit, so the channel loop is one
 // vectorized compare-and-select per tap instead of a branch.
-inline tensor<float, 4> max_pool_forward_train(const nn::max_pool2d& p, tensor_view<const float, 4> x,
-                                               std::vector<std::int32_t>& argmax) {
+inline void max_pool_forward_train(const nn::max_pool2d& p, tensor_view<const float, 4> x,
+                                   std::vector<std::int32_t>& argmax, tensor<float, 4>& y) {
   const nn::conv_geometry g = nn::detail::pool_geometry(x.shape(), p.window, "train::max_pool_forward_train");
   const detail::dense_input xd(x);
   const float* xp = xd.view.data();
   const auto& o = g.opt;
   const index_t c = g.in_c;
-  tensor<float, 4> y(extents<4>{g.batch, g.out_h, g.out_w, c}, -std::numeric_limits<float>::infinity());
+  detail::ensure_shape(y, {g.batch, g.out_h, g.out_w, c});
+  std::fill_n(y.data(), y.size(), -std::numeric_limits<float>::infinity());
   argmax.assign(static_cast<std::size_t>(y.size()), -1);
   for (index_t n = 0; n < g.batch; ++n)
     for (index_t oh = 0; oh < g.out_h; ++oh)
@@ -49,12 +51,12 @@ inline tensor<float, 4> max_pool_forward_train(const nn::max_pool2d& p, tensor_v
           }
         }
       }
-  return y;
 }
 
 // dL/dx of max pooling: each output gradient goes to the input element of its recorded tap.
-inline tensor<float, 4> max_pool_backward(const nn::max_pool2d& p, const extents<4>& in_shape,
-                                          const std::vector<std::int32_t>& argmax, tensor_view<const float, 4> dy) {
+inline void max_pool_backward(const nn::max_pool2d& p, const extents<4>& in_shape,
+                              const std::vector<std::int32_t>& argmax, tensor_view<const float, 4> dy,
+                              tensor<float, 4>& dx) {
   const nn::conv_geometry g = nn::detail::pool_geometry(in_shape, p.window, "train::max_pool_backward");
   detail::check_output_grad(dy.shape(), {g.batch, g.out_h, g.out_w, g.in_c}, "train::max_pool_backward");
   QLIB_CHECK(static_cast<index_t>(argmax.size()) == dy.size(), errc::shape_mismatch,
@@ -63,7 +65,10 @@ inline tensor<float, 4> max_pool_backward(const nn::max_pool2d& p, const extents
   const detail::dense_input dyd(dy);
   const auto& o = g.opt;
   const index_t c = g.in_c, taps = o.kernel_h * o.kernel_w;
-  tensor<float, 4> dx(in_shape);
+  detail::ensure_shape(dx, in_shape);
+  std::fill_n(dx.data(), dx.size(), 0.0f);
+  float* dxp = dx.data();
+  const float* gy = dyd.view.data();
   for (index_t n = 0; n < g.batch; ++n)
     for (index_t oh = 0; oh < g.out_h; ++oh)
       for (index_t ow = 0; ow < g.out_w; ++ow) {
@@ -76,22 +81,22 @@ inline tensor<float, 4> max_pool_backward(const nn::max_pool2d& p, const extents
           const index_t iw = ow * o.stride_w - o.pad_w + (t % o.kernel_w) * o.dilation_w;
           QLIB_CHECK(ih >= 0 && ih < g.in_h && iw >= 0 && iw < g.in_w, errc::out_of_range,
                      "train::max_pool_backward: a recorded tap is in the padding");
-          dx(n, ih, iw, ch) += dyd.view.data()[out0 + ch];
+          dxp[((n * g.in_h + ih) * g.in_w + iw) * c + ch] += gy[out0 + ch];
         }
       }
-  return dx;
 }
 
 // dL/dx of average pooling: each output gradient spread evenly over its window's input
 // taps, divided by the forward's divisor (count_include_pad as in nn::pool).
-inline tensor<float, 4> avg_pool_backward(const nn::avg_pool2d& p, const extents<4>& in_shape,
-                                          tensor_view<const float, 4> dy) {
+inline void avg_pool_backward(const nn::avg_pool2d& p, const extents<4>& in_shape, tensor_view<const float, 4> dy,
+                              tensor<float, 4>& dx) {
   const nn::conv_geometry g = nn::detail::pool_geometry(in_shape, p.window, "train::avg_pool_backward");
   detail::check_output_grad(dy.shape(), {g.batch, g.out_h, g.out_w, g.in_c}, "train::avg_pool_backward");
   const detail::dense_input dyd(dy);
   const auto& o = g.opt;
   const index_t c = g.in_c;
-  tensor<float, 4> dx(in_shape);
+  detail::ensure_shape(dx, in_shape);
+  std::fill_n(dx.data(), dx.size(), 0.0f);
   for (index_t n = 0; n < g.batch; ++n)
     for (index_t oh = 0; oh < g.out_h; ++oh)
       for (index_t ow = 0; ow < g.out_w; ++ow) {
@@ -114,11 +119,30 @@ inline tensor<float, 4> avg_pool_backward(const nn::avg_pool2d& p, const extents
           for (index_t kw = 0; kw < o.kernel_w; ++kw) {
             const index_t iw = ow * o.stride_w - o.pad_w + kw * o.dilation_w;
             if (iw < 0 || iw >= g.in_w) continue;
-            float* gx = &dx(n, ih, iw, 0);
+            float* gx = dx.data() + ((n * g.in_h + ih) * g.in_w + iw) * c;
             for (index_t ch = 0; ch < c; ++ch) gx[ch] += gy[ch] * inv;
           }
         }
       }
+}
+
+// The same returning the output / dL/dx.
+inline tensor<float, 4> max_pool_forward_train(const nn::max_pool2d& p, tensor_view<const float, 4> x,
+                                               std::vector<std::int32_t>& argmax) {
+  tensor<float, 4> y;
+  max_pool_forward_train(p, x, argmax, y);
+  return y;
+}
+inline tensor<float, 4> max_pool_backward(const nn::max_pool2d& p, const extents<4>& in_shape,
+                                          const std::vector<std::int32_t>& argmax, tensor_view<const float, 4> dy) {
+  tensor<float, 4> dx;
+  max_pool_backward(p, in_shape, argmax, dy, dx);
+  return dx;
+}
+inline tensor<float, 4> avg_pool_backward(const nn::avg_pool2d& p, const extents<4>& in_shape,
+                                          tensor_view<const float, 4> dy) {
+  tensor<float, 4> dx;
+  avg_pool_backward(p, in_shape, dy, dx);
   return dx;
 }
 

@@ -37,8 +37,8 @@ step_result train_step(nn::sequential& model, tensor_view<const float, 4> x, lab
              "train::train_step: " + std::to_string(labels.shape(0)) + " labels for a batch of " +
                  std::to_string(x.shape(0)));
   if (ws.grads.layers.size() != model.size()) ws.grads = make_gradients(model);
-  const tensor<float, 4> logits = forward_train(model, x, ws.cache);
-  const loss_result<4> l = softmax_cross_entropy(logits.cview(), labels);
+  const tensor_view<const float, 4> logits = forward_train(model, x, ws.cache);
+  const loss_result<4> l = softmax_cross_entropy(logits, labels);
   backward(model, ws.cache, l.grad.cview(), ws.grads);
   opt.step(parameters(model, ws.grads));
   return {l.loss, l.correct, x.shape(0)};
