@@ -26,7 +26,8 @@ QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE __m256i lane_mask(index_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(live), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-template <int MR>
+// RowMajor: row r of A at a + r * lda; otherwise A[r][k] at a + k * lda + r (see avx512).
+template <int MR, bool RowMajor>
 QLIB_TARGET_AVX2 __attribute__((noinline)) void tile(index_t kc, const float* a, index_t lda, const float* b, float* c,
                                                      index_t ldc, index_t cols, const sgemm_tile_params& t) {
   const __m256i keep[2] = {lane_mask(cols), lane_mask(cols - 8)};
@@ -46,7 +47,7 @@ QLIB_TARGET_AVX2 __attribute__((noinline)) void tile(index_t kc, const float* a,
     const __m256 b1 = _mm256_load_ps(b + k * gemm::sgemm_panel_width + 8);
 #pragma GCC unroll 6
     for (int r = 0; r < MR; ++r) {
-      const __m256 av = _mm256_broadcast_ss(p[r / 3] + (r % 3) * lda + k);
+      const __m256 av = _mm256_broadcast_ss(RowMajor ? p[r / 3] + (r % 3) * lda + k : a + k * lda + r);
       acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
       // No instruction: keeps g++ -O3 from holding stack copies of the accumulators.
@@ -82,8 +83,14 @@ QLIB_TARGET_AVX2 __attribute__((noinline)) void tile(index_t kc, const float* a,
 struct avx2_sgemm_kernel {
   static constexpr const char* name = "avx2_sgemm_6x16";
   static constexpr index_t mr = 6;
-  static void run_tile(index_t rows, index_t cols, index_t kc, const float* a, index_t lda, const float* b, float* c,
-                       index_t ldc, const sgemm_tile_params& t) {
+  static void run_tile(index_t rows, index_t cols, index_t kc, const float* a, index_t lda, bool a_row_major,
+                       const float* b, float* c, index_t ldc, const sgemm_tile_params& t) {
+    if (a_row_major) return run<true>(rows, cols, kc, a, lda, b, c, ldc, t);
+    run<false>(rows, cols, kc, a, lda, b, c, ldc, t);
+  }
+  template <bool RowMajor>
+  static void run(index_t rows, index_t cols, index_t kc, const float* a, index_t lda, const float* b, float* c,
+                  index_t ldc, const sgemm_tile_params& t) {
     QLIB_ASSERT(rows >= 1 && rows <= mr && cols >= 1 && cols <= gemm::sgemm_panel_width);
     QLIB_ASSERT(reinterpret_cast<std::uintptr_t>(b) % 32 == 0);
     for (index_t h = 0; h * 16 < cols; ++h) {
@@ -93,12 +100,12 @@ struct avx2_sgemm_kernel {
       const float* bh = b + h * 16;
       float* ch = c + h * 16;
       switch (rows) {
-        case 6: avx2_sgemm_detail::tile<6>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        case 5: avx2_sgemm_detail::tile<5>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        case 4: avx2_sgemm_detail::tile<4>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        case 3: avx2_sgemm_detail::tile<3>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        case 2: avx2_sgemm_detail::tile<2>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        default: avx2_sgemm_detail::tile<1>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 6: avx2_sgemm_detail::tile<6, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 5: avx2_sgemm_detail::tile<5, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 4: avx2_sgemm_detail::tile<4, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 3: avx2_sgemm_detail::tile<3, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 2: avx2_sgemm_detail::tile<2, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        default: avx2_sgemm_detail::tile<1, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
       }
     }
   }

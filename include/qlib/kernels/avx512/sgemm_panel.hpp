@@ -27,7 +27,9 @@ QLIB_ALWAYS_INLINE __mmask16 lane_mask(index_t n) {
   return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << n) - 1);
 }
 
-template <int MR, int NV>
+// RowMajor: row r of A at a + r * lda, its k contiguous. Otherwise rows are contiguous
+// (A transposed, or packed k-major): A[r][k] at a + k * lda + r.
+template <int MR, int NV, bool RowMajor>
 QLIB_TARGET_AVX512 __attribute__((noinline)) void tile(index_t kc, const float* a, index_t lda, const float* b,
                                                        float* c, index_t ldc, index_t cols,
                                                        const sgemm_tile_params& t) {
@@ -53,7 +55,7 @@ QLIB_TARGET_AVX512 __attribute__((noinline)) void tile(index_t kc, const float* 
     for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + k * gemm::sgemm_panel_width + 16 * v);
 #pragma GCC unroll 12
     for (int r = 0; r < MR; ++r) {
-      const __m512 av = _mm512_set1_ps(p[r / 3][(r % 3) * lda + k]);
+      const __m512 av = _mm512_set1_ps(RowMajor ? p[r / 3][(r % 3) * lda + k] : a[k * lda + r]);
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) {
         acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
@@ -89,22 +91,22 @@ QLIB_TARGET_AVX512 __attribute__((noinline)) void tile(index_t kc, const float* 
     for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, keep[v], acc[r][v]);
 }
 
-template <int NV>
+template <int NV, bool RowMajor>
 QLIB_TARGET_AVX512 void run_rows(index_t rows, index_t kc, const float* a, index_t lda, const float* b, float* c,
                                  index_t ldc, index_t cols, const sgemm_tile_params& t) {
   switch (rows) {
-    case 12: return tile<12, NV>(kc, a, lda, b, c, ldc, cols, t);
-    case 11: return tile<11, NV>(kc, a, lda, b, c, ldc, cols, t);
-    case 10: return tile<10, NV>(kc, a, lda, b, c, ldc, cols, t);
-    case 9: return tile<9, NV>(kc, a, lda, b, c, ldc, cols, t);
-    case 8: return tile<8, NV>(kc, a, lda, b, c, ldc, cols, t);
-    case 7: return tile<7, NV>(kc, a, lda, b, c, ldc, cols, t);
-    case 6: return tile<6, NV>(kc, a, lda, b, c, ldc, cols, t);
-    case 5: return tile<5, NV>(kc, a, lda, b, c, ldc, cols, t);
-    case 4: return tile<4, NV>(kc, a, lda, b, c, ldc, cols, t);
-    case 3: return tile<3, NV>(kc, a, lda, b, c, ldc, cols, t);
-    case 2: return tile<2, NV>(kc, a, lda, b, c, ldc, cols, t);
-    default: return tile<1, NV>(kc, a, lda, b, c, ldc, cols, t);
+    case 12: return tile<12, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
+    case 11: return tile<11, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
+    case 10: return tile<10, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
+    case 9: return tile<9, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
+    case 8: return tile<8, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
+    case 7: return tile<7, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
+    case 6: return tile<6, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
+    case 5: return tile<5, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
+    case 4: return tile<4, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
+    case 3: return tile<3, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
+    case 2: return tile<2, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
+    default: return tile<1, NV, RowMajor>(kc, a, lda, b, c, ldc, cols, t);
   }
 }
 
@@ -113,12 +115,16 @@ QLIB_TARGET_AVX512 void run_rows(index_t rows, index_t kc, const float* a, index
 struct avx512_sgemm_kernel {
   static constexpr const char* name = "avx512_sgemm_12x32";
   static constexpr index_t mr = 12;
-  static void run_tile(index_t rows, index_t cols, index_t kc, const float* a, index_t lda, const float* b, float* c,
-                       index_t ldc, const sgemm_tile_params& t) {
+  static void run_tile(index_t rows, index_t cols, index_t kc, const float* a, index_t lda, bool a_row_major,
+                       const float* b, float* c, index_t ldc, const sgemm_tile_params& t) {
     QLIB_ASSERT(rows >= 1 && rows <= mr && cols >= 1 && cols <= gemm::sgemm_panel_width);
     QLIB_ASSERT(reinterpret_cast<std::uintptr_t>(b) % 64 == 0);
-    if (cols <= 16) return avx512_sgemm_detail::run_rows<1>(rows, kc, a, lda, b, c, ldc, cols, t);
-    avx512_sgemm_detail::run_rows<2>(rows, kc, a, lda, b, c, ldc, cols, t);
+    using namespace avx512_sgemm_detail;
+    if (cols <= 16)
+      return a_row_major ? run_rows<1, true>(rows, kc, a, lda, b, c, ldc, cols, t)
+                         : run_rows<1, false>(rows, kc, a, lda, b, c, ldc, cols, t);
+    return a_row_major ? run_rows<2, true>(rows, kc, a, lda, b, c, ldc, cols, t)
+                       : run_rows<2, false>(rows, kc, a, lda, b, c, ldc, cols, t);
   }
 };
 

@@ -11,11 +11,15 @@
 //   static constexpr const char* name;   // e.g. "avx512_sgemm_12x32"
 //   static constexpr index_t mr;         // rows per tile the driver hands over
 //   static void run_tile(index_t rows, index_t cols, index_t kc, const float* a, index_t lda,
-//                        const float* b, float* c, index_t ldc, const sgemm_tile_params& t);
+//                        bool a_row_major, const float* b, float* c, index_t ldc,
+//                        const sgemm_tile_params& t);
 //
 // run_tile computes, for rows [0, rows) (rows <= mr) and columns [0, cols) (cols <= 32):
 //
-//   s[r][j] = (t.load_c ? c[r][j] : 0) + sum_{k < kc} a[r * lda + k] * b[k * 32 + j]   (k in order)
+//   s[r][j] = (t.load_c ? c[r][j] : 0) + sum_{k < kc} A[r][k] * b[k * 32 + j]   (k in order)
+//
+// with A[r][k] at a + r * lda + k if a_row_major (A read in place), else at a + k * lda + r
+// (rows contiguous: A transposed read in place, or a tile packed k-major).
 //   if t.last: s += bias[j] (if t.bias), then s = max(lo, min(hi, s)) (if t.clamp)
 //   c[r * ldc + j] = s
 //
@@ -45,9 +49,10 @@ inline float sgemm_clamp(float s, float lo, float hi) noexcept {
 namespace portable_sgemm_detail {
 
 // rows MR x 16 columns; acc[r][0:16] are 16 independent chains (4 NEON / SSE vectors).
+// A[r][k] at a + r * rs + k * ks.
 template <int MR>
-__attribute__((noinline)) void tile16(index_t kc, const float* a, index_t lda, const float* b, float* c, index_t ldc,
-                                      index_t cols, const sgemm_tile_params& t) {
+__attribute__((noinline)) void tile16(index_t kc, const float* a, index_t rs, index_t ks, const float* b, float* c,
+                                      index_t ldc, index_t cols, const sgemm_tile_params& t) {
   constexpr int w = 16;
   float acc[MR][w];
   for (int r = 0; r < MR; ++r)
@@ -55,7 +60,7 @@ __attribute__((noinline)) void tile16(index_t kc, const float* a, index_t lda, c
   for (index_t k = 0; k < kc; ++k) {
     const float* bk = b + k * gemm::sgemm_panel_width;
     for (int r = 0; r < MR; ++r) {
-      const float av = a[r * lda + k];
+      const float av = a[r * rs + k * ks];
       for (int j = 0; j < w; ++j) acc[r][j] += av * bk[j];
     }
   }
@@ -76,8 +81,9 @@ __attribute__((noinline)) void tile16(index_t kc, const float* a, index_t lda, c
 struct portable_sgemm_kernel {
   static constexpr const char* name = "portable_sgemm_4x16";
   static constexpr index_t mr = 4;
-  static void run_tile(index_t rows, index_t cols, index_t kc, const float* a, index_t lda, const float* b, float* c,
-                       index_t ldc, const sgemm_tile_params& t) {
+  static void run_tile(index_t rows, index_t cols, index_t kc, const float* a, index_t lda, bool a_row_major,
+                       const float* b, float* c, index_t ldc, const sgemm_tile_params& t) {
+    const index_t rs = a_row_major ? lda : 1, ks = a_row_major ? 1 : lda;
     QLIB_ASSERT(rows >= 1 && rows <= mr && cols >= 1 && cols <= gemm::sgemm_panel_width);
     // The panel's two 16-column halves, each its own tile.
     for (index_t h = 0; h * 16 < cols; ++h) {
@@ -87,10 +93,10 @@ struct portable_sgemm_kernel {
       const float* bh = b + h * 16;
       float* ch = c + h * 16;
       switch (rows) {
-        case 4: portable_sgemm_detail::tile16<4>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        case 3: portable_sgemm_detail::tile16<3>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        case 2: portable_sgemm_detail::tile16<2>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        default: portable_sgemm_detail::tile16<1>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 4: portable_sgemm_detail::tile16<4>(kc, a, rs, ks, bh, ch, ldc, hc, th); break;
+        case 3: portable_sgemm_detail::tile16<3>(kc, a, rs, ks, bh, ch, ldc, hc, th); break;
+        case 2: portable_sgemm_detail::tile16<2>(kc, a, rs, ks, bh, ch, ldc, hc, th); break;
+        default: portable_sgemm_detail::tile16<1>(kc, a, rs, ks, bh, ch, ldc, hc, th); break;
       }
     }
   }
