@@ -250,6 +250,19 @@ std::vector<std::vector<std::string>> golden_cases(const std::string& kind) {
   }
   return out;
 }
+// A batch_norm2d from the golden files <prefix>weight, bias, <mean>, <var>.
+nn::batch_norm2d load_bn(const std::string& prefix, const std::string& mean, const std::string& var, float eps) {
+  const std::vector<float> g = load1(prefix + "weight"), b = load1(prefix + "bias"), m = load1(prefix + mean),
+                           v = load1(prefix + var);
+  nn::batch_norm2d bn(static_cast<index_t>(g.size()));
+  bn.eps = eps;
+  std::copy(g.begin(), g.end(), bn.weight.data());
+  std::copy(b.begin(), b.end(), bn.bias.data());
+  std::copy(m.begin(), m.end(), bn.running_mean.data());
+  std::copy(v.begin(), v.end(), bn.running_var.data());
+  bn.validate(bn.channels());  // all four have the same length
+  return bn;
+}
 index_t num(const std::vector<std::string>& f, std::size_t i) {
   REQUIRE(i < f.size());
   return std::stoll(f[i]);
@@ -921,16 +934,8 @@ TEST_CASE("batch_norm2d matches PyTorch's BatchNorm2d (eval) on golden vectors",
   const auto cases = golden_cases("bn");
   REQUIRE(cases.size() == 1);
   const arr4 x = load4("bn_x"), y = load4("bn_y");
-  nn::batch_norm2d bn(x.d[1]);
-  bn.eps = std::stof(cases[0][6]);
-  const std::vector<float> g = load1("bn_weight"), b = load1("bn_bias"), m = load1("bn_mean"), v = load1("bn_var");
-  for (index_t i = 0; i < x.d[1]; ++i) {
-    const auto k = static_cast<std::size_t>(i);
-    bn.weight(i) = g[k];
-    bn.bias(i) = b[k];
-    bn.running_mean(i) = m[k];
-    bn.running_var(i) = v[k];
-  }
+  REQUIRE(cases[0].size() == 7);
+  const nn::batch_norm2d bn = load_bn("bn_", "mean", "var", std::stof(cases[0][6]));
   CHECK(worst_error(bn.forward(to_nhwc(x).cview()).cview(), golden_expected(y)) <= 1.0);
 }
 
@@ -938,18 +943,8 @@ TEST_CASE("a conv-bn-relu-maxpool-conv-relu-avgpool-flatten-linear model matches
   const arr4 x = load4("seq_x");
   const npy_array y = read_npy(golden_path("seq_y"));
   const arr4 w0 = load4("seq_0.weight"), w4 = load4("seq_4.weight");
-  nn::batch_norm2d bn(w0.d[0]);
-  const std::vector<float> g = load1("seq_1.weight"), b = load1("seq_1.bias"), m = load1("seq_1.running_mean"),
-                           v = load1("seq_1.running_var");
-  for (index_t i = 0; i < bn.channels(); ++i) {
-    const auto k = static_cast<std::size_t>(i);
-    bn.weight(i) = g[k];
-    bn.bias(i) = b[k];
-    bn.running_mean(i) = m[k];
-    bn.running_var(i) = v[k];
-  }
   nn::sequential model{make_conv(w0, load1("seq_0.bias"), nn::conv2d_options::square(3, 1, 1)),
-                       bn,
+                       load_bn("seq_1.", "running_mean", "running_var", 1e-5f),  // BatchNorm2d's default eps
                        nn::relu{},
                        nn::max_pool2d::square(2),
                        make_conv(w4, load1("seq_4.bias"), nn::conv2d_options::square(3, 1, 1, 1, 2)),
