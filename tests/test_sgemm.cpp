@@ -299,3 +299,28 @@ TEST_CASE("sgemm: invalid input is refused at the boundary") {
   CHECK(buf(0, 0) == 5.f);
   CHECK(buf(7, 4) == 1.f);
 }
+
+TEST_CASE("sgemm: pack_float is a plain copy, the same on every ISA, for any strides of B") {
+  for (int layout = 0; layout < 3; ++layout) {
+    const index_t k = 300, n = 45;  // K: a full block and a tail not a multiple of 8; N: a panel and a tail
+    tensor<float, 2> store(layout == 1 ? extents<2>{n, k} : extents<2>{k, layout == 2 ? 2 * n : n});
+    for (index_t i = 0; i < store.size(); ++i) store.data()[i] = rand_float(-1.f, 1.f);
+    const tensor_view<const float, 2> b =
+        layout == 1 ? store.cview().transpose(0, 1)
+                    : layout == 2 ? tensor_view<const float, 2>(store.data(), {k, n}, {2 * n, 2}) : store.cview();
+    INFO("layout " << layout);
+    for_each_isa([&](isa) {
+      const gemm::packed_float_weights w = gemm::pack_float(b);
+      REQUIRE(w.k() == k);
+      REQUIRE(w.n() == n);
+      REQUIRE(w.n_padded() == 64);
+      for (index_t kk = 0; kk < k; ++kk)
+        for (index_t j = 0; j < w.n_padded(); ++j) {
+          const float want = j < n ? b(kk, j) : 0.0f;  // the layout documented in gemm/sgemm_packed.hpp
+          const float got = w.block(kk / 256).panel(j / 32)[(kk % 256) * 32 + j % 32];
+          INFO("B[" << kk << "][" << j << "]");
+          REQUIRE(same_bits(got, want));
+        }
+    });
+  }
+}

@@ -65,14 +65,16 @@ inline float* sgemm_scratch(int which, index_t n) {
 }
 
 // B as sgemm_part() needs it: K blocks of panels [panel0, panel0 + count).
+template <class Tag>
 struct sgemm_unpacked_b {
+  Tag tag;
   tensor_view<const float, 2> b;
   sgemm_b_block block(index_t kb, index_t panel0, index_t count) const {
     const index_t k0 = kb * sgemm_k_block, kc = std::min(sgemm_k_block, b.shape(0) - k0);
     if (kc <= 0) return {nullptr, 0};  // K = 0: the kernels read no B
     const index_t n0 = panel0 * sgemm_panel_width, nc = std::min(count * sgemm_panel_width, b.shape(1) - n0);
     float* buf = sgemm_scratch(0, kc * count * sgemm_panel_width);
-    pack_b_block(b, k0, kc, n0, nc, buf);
+    pack_b_block(tag, b, k0, kc, n0, nc, buf);
     return {buf, kc};
   }
 };
@@ -212,7 +214,7 @@ inline void check_sgemm_isa(isa i) {
 inline void sgemm(tensor_view<const float, 2> a, tensor_view<const float, 2> b, tensor_view<float, 2> c,
                   const sgemm_options& opt = {}) {
   detail::validate_sgemm(a, b.shape(0), b.shape(1), &b, c, opt);
-  dispatch_isa(active_isa(), [&](auto tag) { detail::run_sgemm(tag, a, detail::sgemm_unpacked_b{b}, c, opt); });
+  dispatch_isa(active_isa(), [&](auto tag) { detail::run_sgemm(tag, a, detail::sgemm_unpacked_b<decltype(tag)>{tag, b}, c, opt); });
 }
 
 // C = A x B with B packed once by pack_float().
@@ -228,7 +230,7 @@ void sgemm(Tag tag, tensor_view<const float, 2> a, tensor_view<const float, 2> b
            const sgemm_options& opt = {}) {
   detail::check_sgemm_isa(detail::isa_of(tag));
   detail::validate_sgemm(a, b.shape(0), b.shape(1), &b, c, opt);
-  detail::run_sgemm(tag, a, detail::sgemm_unpacked_b{b}, c, opt);
+  detail::run_sgemm(tag, a, detail::sgemm_unpacked_b<Tag>{tag, b}, c, opt);
 }
 template <class Tag, detail::require_tag<Tag> = 0>
 void sgemm(Tag tag, tensor_view<const float, 2> a, const packed_float_weights& b, tensor_view<float, 2> c,

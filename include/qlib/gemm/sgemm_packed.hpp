@@ -4,8 +4,11 @@
 #include <algorithm>
 #include <string>
 
+#include "qlib/arch/isa.hpp"
 #include "qlib/core/tensor.hpp"
 #include "qlib/gemm/sgemm_params.hpp"
+#include "qlib/kernels/avx2/sgemm_panel.hpp"
+#include "qlib/kernels/portable/sgemm_panel.hpp"
 
 // Layout (the same for B packed once and for the blocks sgemm() packs on the fly):
 // K is cut into blocks of sgemm_k_block rows (the last one shorter), N into panels of
@@ -32,7 +35,9 @@ namespace detail {
 inline index_t sgemm_padded_n(index_t n) noexcept { return (n + sgemm_panel_width - 1) / sgemm_panel_width * sgemm_panel_width; }
 
 // Packs B[k0 : k0 + kc][n0 : n0 + nc] (any strides) into ceil(nc / 32) panels at out.
-inline void pack_b_block(tensor_view<const float, 2> b, index_t k0, index_t kc, index_t n0, index_t nc, float* out) {
+// A copy: the bits do not depend on the ISA tag (which only picks the transposing code).
+template <class Tag>
+void pack_b_block(Tag tag, tensor_view<const float, 2> b, index_t k0, index_t kc, index_t n0, index_t nc, float* out) {
   constexpr index_t w = sgemm_panel_width;
   const index_t ldk = b.stride(0), ldn = b.stride(1);
   if (ldn == 1) {
@@ -58,12 +63,9 @@ inline void pack_b_block(tensor_view<const float, 2> b, index_t k0, index_t kc, 
     const index_t cols = std::min(w, nc - p * w);
     float* panel = out + p * kc * w;
     const float* src = b.data() + k0 * ldk + (n0 + p * w) * ldn;
-    if (cols == 1) {
-      for (index_t k = 0; k < kc; ++k) {
-        panel[k * w] = src[k * ldk];
-        std::fill(panel + k * w + 1, panel + k * w + w, 0.0f);
-      }
-    } else {  // e.g. B transposed (columns contiguous): read along k, write strided
+    if (ldk == 1) {  // B transposed (columns contiguous)
+      kernels::sgemm_pack_columns(tag, src, ldn, kc, cols, panel);
+    } else {  // any other strides
       for (index_t j = 0; j < cols; ++j) {
         const float* s = src + j * ldn;
         for (index_t k = 0; k < kc; ++k) panel[k * w + j] = s[k * ldk];
@@ -112,8 +114,10 @@ inline packed_float_weights pack_float(tensor_view<const float, 2> b) {
   w.k_ = k;
   w.n_ = n;
   w.data_ = tensor<float, 1>(extents<1>{k * np});
-  for (index_t k0 = 0; k0 < k; k0 += sgemm_k_block)
-    detail::pack_b_block(b, k0, std::min(sgemm_k_block, k - k0), 0, n, w.data_.data() + k0 * np);
+  dispatch_isa(active_isa(), [&](auto tag) {
+    for (index_t k0 = 0; k0 < k; k0 += sgemm_k_block)
+      detail::pack_b_block(tag, b, k0, std::min(sgemm_k_block, k - k0), 0, n, w.data_.data() + k0 * np);
+  });
   return w;
 }
 

@@ -113,6 +113,48 @@ struct avx2_sgemm_kernel {
 
 inline avx2_sgemm_kernel sgemm_kernel_for(arch::avx2) noexcept { return {}; }
 
+// sgemm_pack_columns (contract: kernels/portable/sgemm_panel.hpp) by 8 x 8 register
+// transposes: 8 columns x 8 k loaded as 8 rows, stored as 8 rows of the panel. Measured
+// the scalar copy at about 1 cycle per float on Zen 4, a quarter of a layer's backward
+// dX = dY W^T at M = 64.
+QLIB_TARGET_AVX2 inline void sgemm_pack_columns(arch::avx2, const float* src, index_t ldn, index_t kc, index_t cols,
+                                                float* panel) {
+  constexpr index_t w = gemm::sgemm_panel_width;
+  index_t j0 = 0;
+  for (; j0 + 8 <= cols; j0 += 8) {
+    const float* s = src + j0 * ldn;
+    index_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      __m256 r[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * ldn + k);
+      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+      float* d = panel + k * w + j0;
+      _mm256_storeu_ps(d + 0 * w, _mm256_permute2f128_ps(u0, u4, 0x20));
+      _mm256_storeu_ps(d + 1 * w, _mm256_permute2f128_ps(u1, u5, 0x20));
+      _mm256_storeu_ps(d + 2 * w, _mm256_permute2f128_ps(u2, u6, 0x20));
+      _mm256_storeu_ps(d + 3 * w, _mm256_permute2f128_ps(u3, u7, 0x20));
+      _mm256_storeu_ps(d + 4 * w, _mm256_permute2f128_ps(u0, u4, 0x31));
+      _mm256_storeu_ps(d + 5 * w, _mm256_permute2f128_ps(u1, u5, 0x31));
+      _mm256_storeu_ps(d + 6 * w, _mm256_permute2f128_ps(u2, u6, 0x31));
+      _mm256_storeu_ps(d + 7 * w, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (; k < kc; ++k)
+      for (index_t i = 0; i < 8; ++i) panel[k * w + j0 + i] = s[i * ldn + k];
+  }
+  for (index_t k = 0; k < kc; ++k) {
+    for (index_t j = j0; j < cols; ++j) panel[k * w + j] = src[j * ldn + k];
+    for (index_t j = cols; j < w; ++j) panel[k * w + j] = 0.0f;
+  }
+}
+
 }  // namespace kernels
 }  // namespace qlib
 QLIB_KERNEL_END

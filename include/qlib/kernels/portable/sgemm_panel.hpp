@@ -104,5 +104,17 @@ struct portable_sgemm_kernel {
 
 inline portable_sgemm_kernel sgemm_kernel_for(arch::portable) noexcept { return {}; }
 
+// Packs one panel from B stored with columns contiguous (B[k][j] at src + j * ldn + k,
+// e.g. B = W^T of a row-major W): panel[k * 32 + j] for k < kc, j < cols, zero for
+// j >= cols. A plain copy, so every ISA's version gives the same bits.
+inline void sgemm_pack_columns(arch::portable, const float* src, index_t ldn, index_t kc, index_t cols,
+                               float* panel) {
+  constexpr index_t w = gemm::sgemm_panel_width;
+  for (index_t j = 0; j < cols; ++j)
+    for (index_t k = 0; k < kc; ++k) panel[k * w + j] = src[j * ldn + k];
+  for (index_t k = 0; k < kc; ++k)
+    for (index_t j = cols; j < w; ++j) panel[k * w + j] = 0.0f;
+}
+
 }  // namespace kernels
 }  // namespace qlib
