@@ -104,6 +104,12 @@ class tensor {
  private:
   template <class U>
   void copy_from(const tensor_view<U, Rank>& src) {
+    if constexpr (std::is_same<std::remove_const_t<U>, T>::value) {
+      if (src.is_contiguous()) {  // the common case: one memcpy
+        if (size() > 0) std::memcpy(data(), src.data(), sizeof(T) * static_cast<std::size_t>(size()));
+        return;
+      }
+    }
     extents<Rank> idx{};
     T* out = data();
     for (index_t n = 0, total = size(); n < total; ++n) {

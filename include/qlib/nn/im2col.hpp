@@ -31,22 +31,38 @@ void im2col(tensor_view<const T, 4> x, const conv_geometry& g, index_t group, T 
   QLIB_ASSERT(pixel_end - pixel_begin == out.shape(0) && out.shape(1) >= g.patch_size());
   const index_t cg = g.in_c_per_group(), c0 = group * cg;
   const auto& o = g.opt;
+  // With unit horizontal dilation and all channels in one group, the taps of one kernel
+  // row are one contiguous run of kernel_w * C input values: one copy per kernel row.
+  const bool runs = o.dilation_w == 1 && cg == g.in_c && x.stride(2) == g.in_c;
+  const index_t run = o.kernel_w * cg;
+  index_t n = pixel_begin / (g.out_h * g.out_w), oh = pixel_begin / g.out_w % g.out_h, ow = pixel_begin % g.out_w;
   for (index_t p = pixel_begin; p < pixel_end; ++p) {
-    const index_t n = p / (g.out_h * g.out_w), rem = p % (g.out_h * g.out_w);
-    const index_t oh = rem / g.out_w, ow = rem % g.out_w;
     T* row = out.data() + (p - pixel_begin) * out.stride(0);
-    for (index_t kh = 0; kh < o.kernel_h; ++kh) {
+    const index_t iw0 = ow * o.stride_w - o.pad_w;
+    const bool w_inside = iw0 >= 0 && iw0 + (o.kernel_w - 1) * o.dilation_w < g.in_w;
+    for (index_t kh = 0; kh < o.kernel_h; ++kh, row += run) {
       const index_t ih = oh * o.stride_h - o.pad_h + kh * o.dilation_h;
-      const bool row_inside = ih >= 0 && ih < g.in_h;
-      for (index_t kw = 0; kw < o.kernel_w; ++kw, row += cg) {
-        const index_t iw = ow * o.stride_w - o.pad_w + kw * o.dilation_w;
-        if (row_inside && iw >= 0 && iw < g.in_w) {
-          const T* src = x.data() + n * x.stride(0) + ih * x.stride(1) + iw * x.stride(2) + c0;
-          if (cg == 1) *row = *src;
-          else std::memcpy(row, src, sizeof(T) * static_cast<std::size_t>(cg));
-        } else {
-          std::fill_n(row, cg, pad_value);
-        }
+      if (ih < 0 || ih >= g.in_h) {
+        std::fill_n(row, run, pad_value);
+        continue;
+      }
+      const T* src_row = x.data() + n * x.stride(0) + ih * x.stride(1) + c0;
+      if (runs && w_inside) {
+        std::memcpy(row, src_row + iw0 * x.stride(2), sizeof(T) * static_cast<std::size_t>(run));
+        continue;
+      }
+      for (index_t kw = 0; kw < o.kernel_w; ++kw) {
+        const index_t iw = iw0 + kw * o.dilation_w;
+        T* dst = row + kw * cg;
+        if (iw >= 0 && iw < g.in_w) std::memcpy(dst, src_row + iw * x.stride(2), sizeof(T) * static_cast<std::size_t>(cg));
+        else std::fill_n(dst, cg, pad_value);
+      }
+    }
+    if (++ow == g.out_w) {
+      ow = 0;
+      if (++oh == g.out_h) {
+        oh = 0;
+        ++n;
       }
     }
   }

@@ -46,7 +46,26 @@ inline std::int64_t div_round_half_even(std::int64_t s, std::int64_t d) noexcept
 }
 inline conv_geometry pool_geometry(const extents<4>& in, const conv2d_options& w, const char* who) {
   QLIB_CHECK(w.groups == 1, errc::invalid_argument, std::string(who) + ": pooling windows have groups = 1");
-  return make_conv_geometry(in, in[3] > 0 ? in[3] : 1, w, who);
+  const conv_geometry g = make_conv_geometry(in, in[3] > 0 ? in[3] : 1, w, who);
+  // Every window must hold at least one input value (with dilation, a window can fall
+  // entirely into the padding: its max and its average would be undefined).
+  auto all_windows_hit = [](index_t out, index_t in_size, index_t k, index_t s, index_t pad, index_t d) {
+    for (index_t o = 0; o < out; ++o) {
+      bool hit = false;
+      for (index_t t = 0; t < k && !hit; ++t) {
+        const index_t i = o * s - pad + t * d;
+        hit = i >= 0 && i < in_size;
+      }
+      if (!hit) return false;
+    }
+    return true;
+  };
+  QLIB_CHECK(all_windows_hit(g.out_h, g.in_h, w.kernel_h, w.stride_h, w.pad_h, w.dilation_h) &&
+                 all_windows_hit(g.out_w, g.in_w, w.kernel_w, w.stride_w, w.pad_w, w.dilation_w),
+             errc::invalid_argument,
+             std::string(who) + ": a window (" + w.describe() + ") covers only padding of input " +
+                 qlib::detail::extents_string(in));
+  return g;
 }
 }  // namespace detail
 
@@ -59,33 +78,42 @@ inline extents<4> output_shape(const avg_pool2d& p, const extents<4>& in) {
   return {g.batch, g.out_h, g.out_w, g.in_c};
 }
 
+namespace detail {
+// out = max(out, v) element-wise; NaN wins (v > m || v != v), as in PyTorch. A select
+// on restrict pointers, so that the loop vectorizes.
+template <class T>
+inline void max_into(T* __restrict out, const T* __restrict v, index_t n) noexcept {
+  for (index_t c = 0; c < n; ++c) {
+    const T a = v[c], m = out[c];
+    out[c] = (a > m || a != a) ? a : m;
+  }
+}
+}  // namespace detail
+
 // Max pooling of float, uint8 or int8 NHWC values. A NaN in a window gives NaN.
 template <class T>
 tensor<T, 4> pool(const max_pool2d& p, tensor_view<const T, 4> x) {
   const conv_geometry g = detail::pool_geometry(x.shape(), p.window, "nn::max_pool2d");
   QLIB_CHECK(x.stride(3) == 1, errc::invalid_argument, "nn::max_pool2d: channels must be contiguous");
   const auto& o = g.opt;
-  tensor<T, 4> y(extents<4>{g.batch, g.out_h, g.out_w, g.in_c});
+  const index_t c = g.in_c;
+  tensor<T, 4> y(extents<4>{g.batch, g.out_h, g.out_w, c});
+  T* out = y.data();
   for (index_t n = 0; n < g.batch; ++n)
     for (index_t oh = 0; oh < g.out_h; ++oh)
-      for (index_t ow = 0; ow < g.out_w; ++ow) {
-        T* out = &y(n, oh, ow, 0);
+      for (index_t ow = 0; ow < g.out_w; ++ow, out += c) {
         bool first = true;
         for (index_t kh = 0; kh < o.kernel_h; ++kh) {
           const index_t ih = oh * o.stride_h - o.pad_h + kh * o.dilation_h;
           if (ih < 0 || ih >= g.in_h) continue;
+          const T* xrow = x.data() + n * x.stride(0) + ih * x.stride(1);
           for (index_t kw = 0; kw < o.kernel_w; ++kw) {
             const index_t iw = ow * o.stride_w - o.pad_w + kw * o.dilation_w;
             if (iw < 0 || iw >= g.in_w) continue;
-            const T* px = &x(n, ih, iw, 0);
-            if (first) {
-              for (index_t c = 0; c < g.in_c; ++c) out[c] = px[c];
-              first = false;
-            } else {
-              // (v > m || v != v): NaN wins, as in PyTorch.
-              for (index_t c = 0; c < g.in_c; ++c)
-                if (px[c] > out[c] || px[c] != px[c]) out[c] = px[c];
-            }
+            const T* px = xrow + iw * x.stride(2);
+            if (first) std::copy_n(px, c, out);
+            else detail::max_into(out, px, c);
+            first = false;
           }
         }
       }
