@@ -19,9 +19,12 @@ QLIB_KERNEL_BEGIN
 
 // A row segment of up to 16 accumulators stays in one zmm through every stage and is
 // stored once. Integer values of any width travel as int32 lanes (the final store
-// narrows them), floats as float lanes. Each stage here equals its eval() bit for bit;
-// a stage with no overload of `apply` below (e.g. one you wrote) is evaluated by
-// spilling the 16 lanes, running eval() on each, and reloading.
+// narrows them), floats as float lanes. Each stage here equals its eval() bit for bit.
+// store_tile goes 16 columns at a time: a stage first prepares what depends only on
+// those columns (prepare(): per-channel vectors, shift amounts, rounding constants),
+// then runs on each row with that kept in registers (run()). A stage with neither a
+// prepare() nor an apply() overload below (e.g. one you wrote) is evaluated by spilling
+// the 16 lanes, running eval() on each, and reloading.
 namespace qlib {
 namespace kernels {
 namespace avx512_stages {
@@ -63,24 +66,21 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i saturating_add(__m512i a, __m512i 
   return _mm512_mask_mov_epi32(r, negative(t), saturation_value(a));
 }
 
-// The low 32 bits of each 64-bit lane of `even`, and of `odd` in the high halves.
+// The low 32 bits of each 64-bit lane of `even`, and those of `odd` in the high halves
+// (one shuffle that copies each odd lane's low half up, merged under a mask).
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i merge_even_odd(__m512i even, __m512i odd) {
-  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+  return _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CCAA);
 }
 
 // multiply_by_quantized_multiplier(), double rounding, with per-lane multiplier and shift.
-// AnyLeft = false when no lane has shift > 0: the saturating left shift is skipped.
-template <bool AnyLeft>
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i mbqm_double(__m512i x, __m512i multiplier, __m512i shift) {
   const __m512i zero = _mm512_setzero_si512();
   const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
-  __m512i xs = x;
-  if (AnyLeft) {  // saturating_left_shift: shift, shift back, and saturate lanes that lost bits
-    const __m512i left = _mm512_max_epi32(shift, zero);
-    const __m512i shifted = _mm512_sllv_epi32(x, left);
-    const __mmask16 lost = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(shifted, left), x);
-    xs = _mm512_mask_mov_epi32(shifted, lost, saturation_value(x));
-  }
+  // saturating_left_shift: shift, shift back, and saturate lanes that lost bits.
+  const __m512i left = _mm512_max_epi32(shift, zero);
+  const __m512i shifted = _mm512_sllv_epi32(x, left);
+  const __mmask16 lost = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(shifted, left), x);
+  const __m512i xs = _mm512_mask_mov_epi32(shifted, lost, saturation_value(x));
   // SaturatingRoundingDoublingHighMul = (x * m + 2^30) >> 31 (floor) for every pair but
   // INT32_MIN * INT32_MIN, which multiplier >= 0 rules out.
   const __m512i nudge = _mm512_set1_epi64(std::int64_t{1} << 30);
@@ -115,27 +115,6 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i mbqm_single(__m512i x, __m512i mul
   return merge_even_odd(pe, po);
 }
 
-// saturating_add(multiply_by_quantized_multiplier(x, m, shift), zp) on 16 lanes. When
-// every real lane shifts right (shift < 0, the usual multiplier < 0.5), no left shift
-// happens and |result| <= 2^30, so for |zp| < 2^30 the add cannot overflow: that path
-// skips both saturations (about a third of the work).
-template <fixed_point_rounding R>
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i requantize_fixed16(__m512i x, __m512i multiplier, __m512i shift,
-                                                                 std::int32_t zp, __mmask16 real) {
-  const __m512i vzp = _mm512_set1_epi32(zp);
-  const bool right_only = (_mm512_cmpge_epi32_mask(shift, _mm512_setzero_si512()) & real) == 0;
-  if (right_only && zp > -(1 << 30) && zp < (1 << 30)) {
-    if constexpr (R == fixed_point_rounding::double_rounding)
-      return _mm512_add_epi32(mbqm_double<false>(x, multiplier, shift), vzp);
-    else
-      return _mm512_add_epi32(mbqm_single(x, multiplier, shift), vzp);
-  }
-  if constexpr (R == fixed_point_rounding::double_rounding)
-    return saturating_add(mbqm_double<true>(x, multiplier, shift), vzp);
-  else
-    return saturating_add(mbqm_single(x, multiplier, shift), vzp);
-}
-
 // quantize_value(float(x), multiplier, zp, qmin, qmax) for non-NaN products (the product
 // of an int32 and a finite positive multiplier is never NaN).
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i requantize_float16(__m512i x, __m512 multiplier, std::int32_t zp,
@@ -147,41 +126,10 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i requantize_float16(__m512i x, __m5
                           _mm512_set1_epi32(zp));
 }
 
-// ---- the stages ----
-
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::weight_zero_point_correction& s, __m512i x,
-                                                    const lanes& at) {
-  const __m512i zb = s.per_channel ? _mm512_maskz_loadu_epi32(at.mask, s.weight_zero_point + at.col)
-                                   : _mm512_set1_epi32(s.weight_zero_point[0]);
-  return _mm512_sub_epi32(x, _mm512_mullo_epi32(zb, _mm512_set1_epi32(s.row_sum[at.row - s.row_begin])));
-}
-
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::bias_add& s, __m512i x, const lanes& at) {
-  return _mm512_add_epi32(x, _mm512_maskz_loadu_epi32(at.mask, s.bias + at.col));
-}
-
-template <fixed_point_rounding R>
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::requantize_fixed_point<R>& s, __m512i x,
-                                                    const lanes&) {
-  return requantize_fixed16<R>(x, _mm512_set1_epi32(s.multiplier), _mm512_set1_epi32(s.shift), s.zero_point,
-                               __mmask16(0xffff));
-}
-
-template <fixed_point_rounding R>
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::requantize_fixed_point_per_channel<R>& s, __m512i x,
-                                                    const lanes& at) {
-  const __m512i m = _mm512_maskz_loadu_epi32(at.mask, s.multiplier + at.col);
-  const __m512i sh = _mm512_maskz_loadu_epi32(at.mask, s.shift + at.col);
-  return requantize_fixed16<R>(x, m, sh, s.zero_point, at.mask);
-}
+// ---- stages with scalar parameters: apply() per row ----
 
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::requantize_float& s, __m512i x, const lanes&) {
   return requantize_float16(x, _mm512_set1_ps(s.multiplier), s.zero_point, s.qmin, s.qmax);
-}
-
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::requantize_float_per_channel& s, __m512i x,
-                                                    const lanes& at) {
-  return requantize_float16(x, _mm512_maskz_loadu_ps(at.mask, s.multiplier + at.col), s.zero_point, s.qmin, s.qmax);
 }
 
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::clamp& s, __m512i x, const lanes&) {
@@ -201,11 +149,6 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i apply(const gemm::saturating_cast<
 
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512 apply(const gemm::dequantize& s, __m512i x, const lanes&) {
   return _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(s.scale));
-}
-
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512 apply(const gemm::dequantize_per_channel& s, __m512i x, const lanes& at) {
-  const __m512 channel = _mm512_maskz_loadu_ps(at.mask, s.channel_scale + at.col);
-  return _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_mul_ps(_mm512_set1_ps(s.input_scale), channel));
 }
 
 // ---- running a pipeline ----
@@ -238,15 +181,182 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE vec_t<typename S::output_type> fallback(co
   return reload(out);
 }
 
-template <std::size_t I, class Pipeline, class V>
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE auto run_stages(const Pipeline& p, V v, const lanes& at) {
-  if constexpr (I == std::tuple_size<Pipeline>::value) {
-    return v;
-  } else {
-    using S = std::tuple_element_t<I, Pipeline>;
-    if constexpr (has_apply<S, V>::value) return run_stages<I + 1>(p, apply(std::get<I>(p), v, at), at);
-    else return run_stages<I + 1>(p, fallback(std::get<I>(p), v, at), at);
+// ---- stages with per-column parameters: prepare() once per 16 columns, run() per row ----
+// With narrow tiles (24 rows x 16 columns) and short K the epilogue is most of a GEMM's
+// work, so what depends only on the columns is not redone for every row. A stage
+// without its own prepare() keeps a pointer to itself and runs apply() (or the
+// fallback) per row.
+template <class S>
+struct unprepared {
+  const S* s;
+};
+template <class S>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE unprepared<S> prepare(const S& s, const lanes&) {
+  return {&s};
+}
+template <class S, class V>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE auto run(const unprepared<S>& p, V v, const lanes& at) {
+  if constexpr (has_apply<S, V>::value) return apply(*p.s, v, at);
+  else return fallback(*p.s, v, at);
+}
+
+struct zero_point_columns {
+  __m512i zb;
+  const std::int32_t* row_sum;
+  index_t row_begin;
+};
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE zero_point_columns prepare(const gemm::weight_zero_point_correction& s,
+                                                                 const lanes& at) {
+  const __m512i zb = s.per_channel ? _mm512_maskz_loadu_epi32(at.mask, s.weight_zero_point + at.col)
+                                   : _mm512_set1_epi32(s.weight_zero_point[0]);
+  return {zb, s.row_sum, s.row_begin};
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i run(const zero_point_columns& p, __m512i x, const lanes& at) {
+  return _mm512_sub_epi32(x, _mm512_mullo_epi32(p.zb, _mm512_set1_epi32(p.row_sum[at.row - p.row_begin])));
+}
+
+struct bias_columns {
+  __m512i bias;
+};
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE bias_columns prepare(const gemm::bias_add& s, const lanes& at) {
+  return {_mm512_maskz_loadu_epi32(at.mask, s.bias + at.col)};
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i run(const bias_columns& p, __m512i x, const lanes&) {
+  return _mm512_add_epi32(x, p.bias);
+}
+
+// Fixed-point requantize: multipliers, shifts and rounding constants once per 16
+// columns, the products and roundings per row. When every real lane shifts right (e = -shift
+// >= 1, the usual multiplier < 0.5) and |zp| < 2^30, the result fits without any
+// saturation and each rounding folds into one 64-bit add and shift of the product
+// ab = x * m (|ab| < 2^62, so nothing overflows):
+//  - single rounding: (ab + 2^(30+e)) >> (31+e), mbqm_single() without its clamps;
+//  - double rounding: SaturatingRoundingDoublingHighMul is h = floor((ab + 2^30) / 2^31)
+//    (m >= 0), and RoundingDivideByPOT(h, e) rounds h / 2^e half away from zero, which
+//    is floor((h + 2^(e-1) - [h < 0]) / 2^e); the two floors nest into one:
+//    (ab + 2^30 + 2^(30+e) - [ab < -2^30] * 2^31) >> (31+e).
+// Even and odd int32 lanes go through vpmuldq separately (64-bit products) and are
+// merged by one masked shuffle. Otherwise (left shifts, a large zp) the full
+// computation with its saturations runs. test_gemm_stages checks both against eval()
+// for every shift, extreme multipliers and accumulators.
+template <fixed_point_rounding R>
+struct fixed_point_columns {
+  __m512i multiplier, multiplier_odd, shift, zp;  // multiplier_odd: odd lanes' multipliers in the even halves
+  __m512i add_even, add_odd, shift_even, shift_odd;  // the 64-bit rounding add and shift per product
+  bool right_only;  // every real lane shifts right and |zp| < 2^30: the short path above
+};
+template <fixed_point_rounding R>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE fixed_point_columns<R> prepare_fixed(__m512i multiplier, __m512i shift,
+                                                                           std::int32_t zp, __mmask16 real) {
+  fixed_point_columns<R> p;
+  p.multiplier = multiplier;
+  p.multiplier_odd = _mm512_srli_epi64(multiplier, 32);
+  p.shift = shift;
+  p.zp = _mm512_set1_epi32(zp);
+  p.right_only = (_mm512_cmpge_epi32_mask(shift, _mm512_setzero_si512()) & real) == 0 && zp > -(1 << 30) &&
+                 zp < (1 << 30);
+  // e = max(-shift, 0) per int32 lane, then per 64-bit lane for the even and odd products.
+  const __m512i e = _mm512_max_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), shift), _mm512_setzero_si512());
+  const __m512i e_even = _mm512_and_si512(e, _mm512_set1_epi64(0xffffffffLL)), e_odd = _mm512_srli_epi64(e, 32);
+  const __m512i bias = _mm512_set1_epi64(R == fixed_point_rounding::double_rounding ? std::int64_t{1} << 30 : 0);
+  const __m512i half = _mm512_set1_epi64(std::int64_t{1} << 30);
+  p.add_even = _mm512_add_epi64(_mm512_sllv_epi64(half, e_even), bias);
+  p.add_odd = _mm512_add_epi64(_mm512_sllv_epi64(half, e_odd), bias);
+  p.shift_even = _mm512_add_epi64(e_even, _mm512_set1_epi64(31));
+  p.shift_odd = _mm512_add_epi64(e_odd, _mm512_set1_epi64(31));
+  return p;
+}
+template <fixed_point_rounding R>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE fixed_point_columns<R> prepare(const gemm::requantize_fixed_point<R>& s,
+                                                                     const lanes&) {
+  return prepare_fixed<R>(_mm512_set1_epi32(s.multiplier), _mm512_set1_epi32(s.shift), s.zero_point,
+                          __mmask16(0xffff));
+}
+template <fixed_point_rounding R>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE fixed_point_columns<R> prepare(
+    const gemm::requantize_fixed_point_per_channel<R>& s, const lanes& at) {
+  return prepare_fixed<R>(_mm512_maskz_loadu_epi32(at.mask, s.multiplier + at.col),
+                          _mm512_maskz_loadu_epi32(at.mask, s.shift + at.col), s.zero_point, at.mask);
+}
+template <fixed_point_rounding R>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i run(const fixed_point_columns<R>& p, __m512i x, const lanes&) {
+  if (!p.right_only) {  // left shifts or a large zero point: the full computation with saturations
+    if constexpr (R == fixed_point_rounding::double_rounding)
+      return saturating_add(mbqm_double(x, p.multiplier, p.shift), p.zp);
+    else
+      return saturating_add(mbqm_single(x, p.multiplier, p.shift), p.zp);
   }
+  const __m512i pe = _mm512_mul_epi32(x, p.multiplier);
+  const __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), p.multiplier_odd);
+  __m512i ue = _mm512_add_epi64(pe, p.add_even), uo = _mm512_add_epi64(po, p.add_odd);
+  if constexpr (R == fixed_point_rounding::double_rounding) {
+    // - [ab < -2^30] * 2^31, here as - [x < 0] * 2^31: the two differ only when
+    // -2^30 <= ab < 0, where both results are 0 (e >= 1). Sign tests of the even and
+    // odd halves of x are cheaper than 64-bit compares of the products.
+    const __m512i step = _mm512_set1_epi64(std::int64_t{1} << 31);
+    ue = _mm512_mask_sub_epi64(ue, _mm512_test_epi64_mask(x, _mm512_set1_epi64(0x80000000LL)), ue, step);
+    uo = _mm512_mask_sub_epi64(uo, _mm512_movepi64_mask(x), uo, step);
+  }
+  const __m512i re = _mm512_srav_epi64(ue, p.shift_even), ro = _mm512_srav_epi64(uo, p.shift_odd);
+  return _mm512_add_epi32(merge_even_odd(re, ro), p.zp);
+}
+
+struct float_multiplier_columns {
+  __m512 multiplier;
+  std::int32_t zp, qmin, qmax;
+};
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE float_multiplier_columns prepare(const gemm::requantize_float_per_channel& s,
+                                                                       const lanes& at) {
+  return {_mm512_maskz_loadu_ps(at.mask, s.multiplier + at.col), s.zero_point, s.qmin, s.qmax};
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i run(const float_multiplier_columns& p, __m512i x, const lanes&) {
+  return requantize_float16(x, p.multiplier, p.zp, p.qmin, p.qmax);
+}
+
+struct dequantize_columns {
+  __m512 scale;  // input_scale * channel_scale, in float as eval() takes it
+};
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE dequantize_columns prepare(const gemm::dequantize_per_channel& s,
+                                                                 const lanes& at) {
+  const __m512 channel = _mm512_maskz_loadu_ps(at.mask, s.channel_scale + at.col);
+  return {_mm512_mul_ps(_mm512_set1_ps(s.input_scale), channel)};
+}
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512 run(const dequantize_columns& p, __m512i x, const lanes&) {
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(x), p.scale);
+}
+
+// A saturating_cast that ends the pipeline: store() saturates (vpmovsdb, vpmovusdb and
+// the 16-bit forms), so only an unsigned type's lower bound is left to apply here.
+template <class T>
+struct cast_on_store {};
+template <class T>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __m512i run(const cast_on_store<T>&, __m512i x, const lanes&) {
+  if constexpr (std::is_signed<T>::value) return x;
+  else return _mm512_max_epi32(x, _mm512_setzero_si512());
+}
+template <class S>
+struct is_saturating_cast : std::false_type {};
+template <class T>
+struct is_saturating_cast<gemm::saturating_cast<T>> : std::true_type {};
+
+template <std::size_t I, class Pipeline>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE auto prepare_stage(const Pipeline& p, const lanes& at) {
+  using S = std::tuple_element_t<I, Pipeline>;
+  if constexpr (I + 1 == std::tuple_size<Pipeline>::value && is_saturating_cast<S>::value)
+    return cast_on_store<typename S::output_type>{};
+  else
+    return prepare(std::get<I>(p), at);
+}
+template <class Pipeline, std::size_t... I>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE auto prepare_stages(const Pipeline& p, const lanes& at,
+                                                          std::index_sequence<I...>) {
+  return std::make_tuple(prepare_stage<I>(p, at)...);
+}
+
+template <std::size_t I, class Prepared, class V>
+QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE auto run_stages(const Prepared& p, V v, const lanes& at) {
+  if constexpr (I == std::tuple_size<Prepared>::value) return v;
+  else return run_stages<I + 1>(p, run(std::get<I>(p), v, at), at);
 }
 
 // Stores 16 lanes (masked) as the pipeline's output type.
@@ -254,18 +364,20 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::int32_t* p, __m512i v, __m
   _mm512_mask_storeu_epi32(p, m, v);
 }
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
-// Narrowing stores truncate: the lanes already hold values of the narrow type.
+// Narrowing stores saturate: the lanes hold values of the narrow type (saturation is
+// then the identity) or, after a final saturating_cast (cast_on_store), any int32,
+// already >= 0 for unsigned types.
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::int8_t* p, __m512i v, __mmask16 m) {
-  _mm512_mask_cvtepi32_storeu_epi8(p, m, v);
+  _mm512_mask_cvtsepi32_storeu_epi8(p, m, v);
 }
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::uint8_t* p, __m512i v, __mmask16 m) {
-  _mm512_mask_cvtepi32_storeu_epi8(p, m, v);
+  _mm512_mask_cvtusepi32_storeu_epi8(p, m, v);
 }
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::int16_t* p, __m512i v, __mmask16 m) {
-  _mm512_mask_cvtepi32_storeu_epi16(p, m, v);
+  _mm512_mask_cvtsepi32_storeu_epi16(p, m, v);
 }
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::uint16_t* p, __m512i v, __mmask16 m) {
-  _mm512_mask_cvtepi32_storeu_epi16(p, m, v);
+  _mm512_mask_cvtusepi32_storeu_epi16(p, m, v);
 }
 
 }  // namespace avx512_stages
@@ -277,12 +389,15 @@ QLIB_TARGET_AVX512 void store_tile(arch::avx512, const Pipeline& pipeline_in, co
   // A local copy: stores to int8 C may alias the caller's pipeline object, which would
   // make the compiler reload every stage parameter after every store.
   const Pipeline pipeline = pipeline_in;
-  for (index_t r = 0; r < rows; ++r) {
-    for (index_t j = 0; j < cols; j += 16) {
-      const __mmask16 m = avx512_stages::tail_mask(cols - j);
+  // 16 columns at a time, their stage parameters prepared once for all rows.
+  for (index_t j = 0; j < cols; j += 16) {
+    const __mmask16 m = avx512_stages::tail_mask(cols - j);
+    const auto prepared = avx512_stages::prepare_stages(pipeline, avx512_stages::lanes{row0, col0 + j, m},
+                                                        std::make_index_sequence<std::tuple_size<Pipeline>::value>{});
+    for (index_t r = 0; r < rows; ++r) {
       const avx512_stages::lanes at{row0 + r, col0 + j, m};
       const __m512i acc = _mm512_maskz_loadu_epi32(m, tile + r * ld + j);
-      avx512_stages::store(c + r * ldc + j, avx512_stages::run_stages<0>(pipeline, acc, at), m);
+      avx512_stages::store(c + r * ldc + j, avx512_stages::run_stages<0>(prepared, acc, at), m);
     }
   }
 }
