@@ -54,7 +54,7 @@ struct quantized_weights {
     for (index_t g = 0; g < groups; ++g) {
       const tensor_view<const std::int8_t, 2> b(values.data() + g * cog * k(), {k(), cog}, {1, k()});
       quant_params pg = params;
-      if (params.size() > 1) {
+      if (params.gran.type == granularity::kind::per_channel) {  // also with one output channel
         pg.gran = granularity::per_channel(1);
         pg.scale.assign(params.scale.begin() + g * cog, params.scale.begin() + (g + 1) * cog);
         pg.zero_point.assign(params.zero_point.begin() + g * cog, params.zero_point.begin() + (g + 1) * cog);
