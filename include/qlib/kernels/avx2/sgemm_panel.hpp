@@ -93,21 +93,16 @@ struct avx2_sgemm_kernel {
                   index_t ldc, const sgemm_tile_params& t) {
     QLIB_ASSERT(rows >= 1 && rows <= mr && cols >= 1 && cols <= gemm::sgemm_panel_width);
     QLIB_ASSERT(reinterpret_cast<std::uintptr_t>(b) % 32 == 0);
-    for (index_t h = 0; h * 16 < cols; ++h) {
-      const index_t hc = cols - h * 16 < 16 ? cols - h * 16 : 16;
-      sgemm_tile_params th = t;
-      if (th.bias) th.bias += h * 16;
-      const float* bh = b + h * 16;
-      float* ch = c + h * 16;
+    for_each_panel_half(cols, b, c, t, [&](const float* bh, float* ch, index_t hc, const sgemm_tile_params& th) {
       switch (rows) {
-        case 6: avx2_sgemm_detail::tile<6, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        case 5: avx2_sgemm_detail::tile<5, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        case 4: avx2_sgemm_detail::tile<4, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        case 3: avx2_sgemm_detail::tile<3, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        case 2: avx2_sgemm_detail::tile<2, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
-        default: avx2_sgemm_detail::tile<1, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th); break;
+        case 6: return avx2_sgemm_detail::tile<6, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th);
+        case 5: return avx2_sgemm_detail::tile<5, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th);
+        case 4: return avx2_sgemm_detail::tile<4, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th);
+        case 3: return avx2_sgemm_detail::tile<3, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th);
+        case 2: return avx2_sgemm_detail::tile<2, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th);
+        default: return avx2_sgemm_detail::tile<1, RowMajor>(kc, a, lda, bh, ch, ldc, hc, th);
       }
-    }
+    });
   }
 };
 

@@ -46,6 +46,17 @@ inline float sgemm_clamp(float s, float lo, float hi) noexcept {
   return lo > s ? lo : s;
 }
 
+// Calls f(b_half, c_half, cols_half, params_half) for each 16-column half of a panel that
+// has live columns (kernels whose tile is 16 columns wide).
+template <class F>
+void for_each_panel_half(index_t cols, const float* b, float* c, const sgemm_tile_params& t, F&& f) {
+  for (index_t h = 0; h * 16 < cols; ++h) {
+    sgemm_tile_params th = t;
+    if (th.bias) th.bias += h * 16;
+    f(b + h * 16, c + h * 16, cols - h * 16 < 16 ? cols - h * 16 : 16, th);
+  }
+}
+
 namespace portable_sgemm_detail {
 
 // rows MR x 16 columns; acc[r][0:16] are 16 independent chains (4 NEON / SSE vectors).
@@ -85,20 +96,14 @@ struct portable_sgemm_kernel {
                        const float* b, float* c, index_t ldc, const sgemm_tile_params& t) {
     const index_t rs = a_row_major ? lda : 1, ks = a_row_major ? 1 : lda;
     QLIB_ASSERT(rows >= 1 && rows <= mr && cols >= 1 && cols <= gemm::sgemm_panel_width);
-    // The panel's two 16-column halves, each its own tile.
-    for (index_t h = 0; h * 16 < cols; ++h) {
-      const index_t hc = cols - h * 16 < 16 ? cols - h * 16 : 16;
-      sgemm_tile_params th = t;
-      if (th.bias) th.bias += h * 16;
-      const float* bh = b + h * 16;
-      float* ch = c + h * 16;
+    for_each_panel_half(cols, b, c, t, [&](const float* bh, float* ch, index_t hc, const sgemm_tile_params& th) {
       switch (rows) {
-        case 4: portable_sgemm_detail::tile16<4>(kc, a, rs, ks, bh, ch, ldc, hc, th); break;
-        case 3: portable_sgemm_detail::tile16<3>(kc, a, rs, ks, bh, ch, ldc, hc, th); break;
-        case 2: portable_sgemm_detail::tile16<2>(kc, a, rs, ks, bh, ch, ldc, hc, th); break;
-        default: portable_sgemm_detail::tile16<1>(kc, a, rs, ks, bh, ch, ldc, hc, th); break;
+        case 4: return portable_sgemm_detail::tile16<4>(kc, a, rs, ks, bh, ch, ldc, hc, th);
+        case 3: return portable_sgemm_detail::tile16<3>(kc, a, rs, ks, bh, ch, ldc, hc, th);
+        case 2: return portable_sgemm_detail::tile16<2>(kc, a, rs, ks, bh, ch, ldc, hc, th);
+        default: return portable_sgemm_detail::tile16<1>(kc, a, rs, ks, bh, ch, ldc, hc, th);
       }
-    }
+    });
   }
 };
 
