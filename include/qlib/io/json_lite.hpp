@@ -201,57 +201,46 @@ class parser {
     return v;
   }
 
-  void read_object(value& v, int depth) {
-    ++i_;  // '{'
+  // Reads "open close" or "open item (, item)* close"; read_item parses one item.
+  template <class F>
+  void read_list(char close, const char* context, F&& read_item) {
+    ++i_;  // the opening bracket
     skip_ws();
-    if (peek() == '}') {
+    if (peek() == close) {
       ++i_;
       return;
     }
     for (;;) {
       skip_ws();
+      read_item();
+      skip_ws();
+      if (peek() != ',') break;
+      ++i_;
+    }
+    expect(close, context);
+  }
+
+  void read_object(value& v, int depth) {
+    read_list('}', "or ',' in object", [&] {
       if (peek() != '"') fail("expected a string key in object");
       v.keys_.push_back(read_string());
       skip_ws();
       expect(':', "after object key");
       skip_ws();
       v.items_.push_back(read_value(depth + 1));
-      skip_ws();
-      if (peek() == ',') {
-        ++i_;
-        continue;
-      }
-      expect('}', "or ',' in object");
-      break;
-    }
+    });
     // Duplicate keys: sort indices by key and compare neighbours.
     std::vector<std::size_t> order(v.keys_.size());
     for (std::size_t k = 0; k < order.size(); ++k) order[k] = k;
     std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return v.keys_[a] < v.keys_[b]; });
     for (std::size_t k = 1; k < order.size(); ++k)
       if (v.keys_[order[k]] == v.keys_[order[k - 1]])
-        raise_error(code_, prefix_ + "malformed JSON: duplicate key \"" + v.keys_[order[k]] + "\" in the object at byte " +
-                               std::to_string(v.offset_));
+        raise_error(code_, prefix_ + "malformed JSON: duplicate key \"" + v.keys_[order[k]] +
+                               "\" in the object at byte " + std::to_string(v.offset_));
   }
 
   void read_array(value& v, int depth) {
-    ++i_;  // '['
-    skip_ws();
-    if (peek() == ']') {
-      ++i_;
-      return;
-    }
-    for (;;) {
-      skip_ws();
-      v.items_.push_back(read_value(depth + 1));
-      skip_ws();
-      if (peek() == ',') {
-        ++i_;
-        continue;
-      }
-      expect(']', "or ',' in array");
-      return;
-    }
+    read_list(']', "or ',' in array", [&] { v.items_.push_back(read_value(depth + 1)); });
   }
 
   std::int64_t read_integer() {
