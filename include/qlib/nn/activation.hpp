@@ -28,9 +28,10 @@ struct flatten {};
 template <class Act>
 tensor<float, 4> apply_activation(const Act&, tensor_view<const float, 4> x) {
   tensor<float, 4> y(x);
-  for (float& v : y)
-    if (v < Act::lo) v = Act::lo;
-    else if (v > Act::hi) v = Act::hi;
+  for (float& v : y) {  // selects, not branches: vectorizes; NaN stays NaN
+    v = v < Act::lo ? Act::lo : v;
+    v = v > Act::hi ? Act::hi : v;
+  }
   return y;
 }
 

@@ -81,12 +81,23 @@ inline extents<4> output_shape(const avg_pool2d& p, const extents<4>& in) {
 namespace detail {
 // out = max(out, v) element-wise; NaN wins (v > m || v != v), as in PyTorch. A select
 // on restrict pointers, so that the loop vectorizes.
+// Blocks of 16 with a fixed trip count: g++ 12 vectorizes those at -O2 (its "very cheap"
+// cost model skips loops that would need a scalar epilogue).
 template <class T>
 inline void max_into(T* __restrict out, const T* __restrict v, index_t n) noexcept {
-  for (index_t c = 0; c < n; ++c) {
-    const T a = v[c], m = out[c];
-    out[c] = (a > m || a != a) ? a : m;
-  }
+  auto one = [](T a, T m) { return ((a > m) | (a != a)) ? a : m; };  // `|`: no data-dependent branch
+  index_t c = 0;
+  for (; c + 16 <= n; c += 16)
+    for (int j = 0; j < 16; ++j) out[c + j] = one(v[c + j], out[c + j]);
+  for (; c < n; ++c) out[c] = one(v[c], out[c]);
+}
+// out = v (no call to memmove for a few bytes).
+template <class T>
+inline void copy_into(T* __restrict out, const T* __restrict v, index_t n) noexcept {
+  index_t c = 0;
+  for (; c + 16 <= n; c += 16)
+    for (int j = 0; j < 16; ++j) out[c + j] = v[c + j];
+  for (; c < n; ++c) out[c] = v[c];
 }
 }  // namespace detail
 
@@ -99,6 +110,18 @@ tensor<T, 4> pool(const max_pool2d& p, tensor_view<const T, 4> x) {
   const index_t c = g.in_c;
   tensor<T, 4> y(extents<4>{g.batch, g.out_h, g.out_w, c});
   T* out = y.data();
+  if (o.pad_h == 0 && o.pad_w == 0 && x.stride(2) == c) {  // every tap inside: no bounds tests
+    for (index_t n = 0; n < g.batch; ++n)
+      for (index_t oh = 0; oh < g.out_h; ++oh)
+        for (index_t ow = 0; ow < g.out_w; ++ow, out += c) {
+          const T* corner = x.data() + n * x.stride(0) + oh * o.stride_h * x.stride(1) + ow * o.stride_w * c;
+          detail::copy_into(out, corner, c);
+          for (index_t kh = 0; kh < o.kernel_h; ++kh)
+            for (index_t kw = kh == 0 ? 1 : 0; kw < o.kernel_w; ++kw)
+              detail::max_into(out, corner + kh * o.dilation_h * x.stride(1) + kw * o.dilation_w * c, c);
+        }
+    return y;
+  }
   for (index_t n = 0; n < g.batch; ++n)
     for (index_t oh = 0; oh < g.out_h; ++oh)
       for (index_t ow = 0; ow < g.out_w; ++ow, out += c) {
