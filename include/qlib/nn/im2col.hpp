@@ -24,6 +24,34 @@ inline index_t im2col_block_rows(index_t patch, std::size_t elem) {
 // read `pad_value` (0 for float; the zero point for quantized activations, so padding
 // is the real value 0). `out` has pixel_end - pixel_begin rows of at least patch_size()
 // elements (any row stride).
+namespace detail {
+// memcpy of a short run without a library call: two overlapping fixed-size copies, which
+// compilers inline as plain loads and stores (runs here are a few to a few hundred bytes).
+inline void copy_bytes(void* dst, const void* src, std::size_t n) noexcept {
+  auto* d = static_cast<unsigned char*>(dst);
+  const auto* s = static_cast<const unsigned char*>(src);
+  if (n >= 64) {
+    std::memcpy(d, s, n);
+  } else if (n >= 32) {
+    std::memcpy(d, s, 32);
+    std::memcpy(d + n - 32, s + n - 32, 32);
+  } else if (n >= 16) {
+    std::memcpy(d, s, 16);
+    std::memcpy(d + n - 16, s + n - 16, 16);
+  } else if (n >= 8) {
+    std::memcpy(d, s, 8);
+    std::memcpy(d + n - 8, s + n - 8, 8);
+  } else if (n >= 4) {
+    std::memcpy(d, s, 4);
+    std::memcpy(d + n - 4, s + n - 4, 4);
+  } else if (n > 0) {
+    d[0] = s[0];
+    d[n / 2] = s[n / 2];
+    d[n - 1] = s[n - 1];
+  }
+}
+}  // namespace detail
+
 template <class T>
 void im2col(tensor_view<const T, 4> x, const conv_geometry& g, index_t group, T pad_value, index_t pixel_begin,
             index_t pixel_end, tensor_view<T, 2> out) {
@@ -48,13 +76,13 @@ void im2col(tensor_view<const T, 4> x, const conv_geometry& g, index_t group, T 
       }
       const T* src_row = x.data() + n * x.stride(0) + ih * x.stride(1) + c0;
       if (runs && w_inside) {
-        std::memcpy(row, src_row + iw0 * x.stride(2), sizeof(T) * static_cast<std::size_t>(run));
+        detail::copy_bytes(row, src_row + iw0 * x.stride(2), sizeof(T) * static_cast<std::size_t>(run));
         continue;
       }
       for (index_t kw = 0; kw < o.kernel_w; ++kw) {
         const index_t iw = iw0 + kw * o.dilation_w;
         T* dst = row + kw * cg;
-        if (iw >= 0 && iw < g.in_w) std::memcpy(dst, src_row + iw * x.stride(2), sizeof(T) * static_cast<std::size_t>(cg));
+        if (iw >= 0 && iw < g.in_w) detail::copy_bytes(dst, src_row + iw * x.stride(2), sizeof(T) * static_cast<std::size_t>(cg));
         else std::fill_n(dst, cg, pad_value);
       }
     }
