@@ -94,6 +94,15 @@ int main(int argc, char** argv) {
   sd.input_shape = fm::input_shape;
   if (o.train) {
     train_model(model, train, o);
+    // Does the trainer reproduce the shipped weights (same recipe, same seed)?
+    if (std::filesystem::exists(o.weights)) {
+      const auto mine = qlib::nn::save_state_dict(model, sd).to_bytes();
+      qlib::nn::sequential shipped = fm::make_cnn();
+      qlib::nn::load_state_dict(shipped, qlib::io::safetensors_file::read(o.weights), sd);
+      const auto theirs = qlib::nn::save_state_dict(shipped, sd).to_bytes();
+      std::printf("trained weights are %s the shipped ones (%s)\n",
+                  mine == theirs ? "bit-identical to" : "NOT identical to", o.weights.c_str());
+    }
     if (!o.save.empty()) {
       auto w = qlib::nn::save_state_dict(model, sd);
       w.set_metadata("qlib.recipe", "fashion_mnist --train --epochs " + std::to_string(o.epochs) + " --seed " +
