@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <string>
@@ -280,6 +281,11 @@ TEST_CASE("safetensors write and read a file", "[safetensors]") {
   w.set_metadata("format", "pt");
   const std::string path = temp_path("rw.safetensors");
   w.write(path);
+  {
+    std::ifstream in(path, std::ios::binary);
+    const bytes_t on_disk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(on_disk == w.to_bytes());  // write() streams what to_bytes() assembles
+  }
   const io::safetensors_file f = io::safetensors_file::read(path);
   require_same(f.get<float, 2>("w"), t.cview());
   CHECK(f.names() == std::vector<std::string>{"w"});

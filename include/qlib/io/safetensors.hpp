@@ -535,6 +535,13 @@ class safetensors_writer {
     constexpr dtype type = dtype_of<U>;
     std::vector<index_t> shape(v.shape().begin(), v.shape().end());
     std::vector<std::uint8_t> data(static_cast<std::size_t>(v.size()) * sizeof(U));
+    if constexpr (detail::host_little_endian && !std::is_same<U, bool>::value) {
+      if (v.is_contiguous()) {  // already the file's encoding
+        if (!data.empty()) std::memcpy(data.data(), v.data(), data.size());
+        push(std::move(name), type, std::move(shape), std::move(data));
+        return;
+      }
+    }
     std::uint8_t* out = data.data();
     ::qlib::detail::for_each_row(v.shape(), [&](const extents<R>& idx) {
       const T* row = &v[idx];
@@ -581,6 +588,48 @@ class safetensors_writer {
 
   // The complete file.
   std::vector<std::uint8_t> to_bytes() const {
+    const std::vector<const entry*> order = file_order();
+    std::size_t data_size = 0;
+    const std::string h = header(order, data_size);
+    std::vector<std::uint8_t> out(8 + h.size() + data_size);
+    detail::store_le(out.data(), h.size(), 8);
+    std::memcpy(out.data() + 8, h.data(), h.size());
+    std::size_t at = 8 + h.size();
+    for (const entry* e : order) {
+      if (!e->data.empty()) std::memcpy(out.data() + at, e->data.data(), e->data.size());
+      at += e->data.size();
+    }
+    return out;
+  }
+
+  // Writes the file, streaming each tensor (no second copy of the data in memory);
+  // errc::io_error if that fails.
+  void write(const std::string& path) const {
+    const std::vector<const entry*> order = file_order();
+    std::size_t data_size = 0;
+    const std::string h = header(order, data_size);
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    QLIB_CHECK(out.good(), errc::io_error, "cannot open " + path + " for writing");
+    std::uint8_t len[8];
+    detail::store_le(len, h.size(), 8);
+    out.write(reinterpret_cast<const char*>(len), 8);
+    out.write(h.data(), static_cast<std::streamsize>(h.size()));
+    for (const entry* e : order)
+      out.write(reinterpret_cast<const char*>(e->data.data()), static_cast<std::streamsize>(e->data.size()));
+    out.flush();
+    QLIB_CHECK(out.good(), errc::io_error, "cannot write " + path);
+  }
+
+ private:
+  struct entry {
+    std::string name;
+    dtype type;
+    std::vector<index_t> shape;
+    std::vector<std::uint8_t> data;
+  };
+
+  // Larger items first, then by name: each tensor starts at a multiple of its item size.
+  std::vector<const entry*> file_order() const {
     std::vector<const entry*> order;
     order.reserve(entries_.size());
     for (const auto& e : entries_) order.push_back(&e);
@@ -588,6 +637,12 @@ class safetensors_writer {
       const std::size_t sa = dtype_size(a->type), sb = dtype_size(b->type);
       return sa != sb ? sa > sb : a->name < b->name;
     });
+    return order;
+  }
+
+  // The JSON header for tensors in `order`, padded with spaces to a multiple of 8 bytes;
+  // data_size receives the length of the data buffer.
+  std::string header(const std::vector<const entry*>& order, std::size_t& data_size) const {
     std::string h = "{";
     if (!metadata_.empty()) {
       h += "\"__metadata__\":{";
@@ -616,35 +671,9 @@ class safetensors_writer {
     h.append((8 - h.size() % 8) % 8, ' ');  // the data buffer starts 8-byte aligned
     QLIB_CHECK(h.size() <= safetensors_max_header, errc::invalid_argument,
                "safetensors header of " + std::to_string(h.size()) + " bytes exceeds the 100 MB limit");
-
-    std::vector<std::uint8_t> out(8 + h.size() + offset);
-    detail::store_le(out.data(), h.size(), 8);
-    std::memcpy(out.data() + 8, h.data(), h.size());
-    std::size_t at = 8 + h.size();
-    for (const entry* e : order) {
-      if (!e->data.empty()) std::memcpy(out.data() + at, e->data.data(), e->data.size());
-      at += e->data.size();
-    }
-    return out;
+    data_size = offset;
+    return h;
   }
-
-  // Writes the file (errc::io_error if that fails).
-  void write(const std::string& path) const {
-    const std::vector<std::uint8_t> bytes = to_bytes();
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    QLIB_CHECK(out.good(), errc::io_error, "cannot open " + path + " for writing");
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    QLIB_CHECK(out.good(), errc::io_error, "cannot write " + path);
-  }
-
- private:
-  struct entry {
-    std::string name;
-    dtype type;
-    std::vector<index_t> shape;
-    std::vector<std::uint8_t> data;
-  };
 
   void push(std::string name, dtype type, std::vector<index_t> shape, std::vector<std::uint8_t> data) {
     QLIB_CHECK(name != "__metadata__", errc::invalid_argument, "\"__metadata__\" is reserved, not a tensor name");
