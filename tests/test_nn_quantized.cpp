@@ -231,9 +231,9 @@ TEST_CASE("qconv2d: every ISA and thread count equals the reference on the stand
       make_case(3, 4, 5, 9, 4, window(1, 1, 1, 0, 0, 1, 1), 0, false, true, relu),
       make_case(1, 3, 3, 3, 5, window(1, 1, 1, 0, 0, 1, 1), 255, true, true, relu6),
       make_case(3, 7, 6, 5, 6, window(1, 1, 2, 0, 0, 1, 1), 128, true, true, none),
-      // more than one 64-column panel, and several im2col blocks (patch 3*3*256 -> 113 rows a block)
+      // more than one 64-column panel, and two im2col blocks (patch 5*5*128 -> 81 rows a block)
       make_case(1, 5, 6, 7, 70, window(3, 3, 1, 1, 1, 1, 1), 128, true, true, relu),
-      make_case(3, 8, 8, 256, 6, window(3, 3, 1, 1, 1, 1, 1), 128, true, true, none),
+      make_case(1, 9, 10, 128, 4, window(5, 5, 1, 2, 2, 1, 1), 128, true, true, none),
       make_case(1, 6, 6, 140, 140, window(1, 1, 1, 0, 0, 1, 1), 0, true, false, none),
       // one output channel, per-channel parameters (a single scale)
       make_case(3, 6, 5, 3, 1, window(3, 3, 1, 1, 1, 1, 1), 128, true, true, none),

@@ -100,11 +100,9 @@ inline qactivation forward(const qconv2d& layer, const qactivation& x) {
               const index_t ih = oh * o.stride_h - o.pad_h + kh * o.dilation_h;
               const index_t iw = ow * o.stride_w - o.pad_w + kw * o.dilation_w;
               if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) continue;  // (zx - zx) * w = 0
-              for (index_t c = 0; c < cg; ++c) {
-                const std::int64_t xv = x.values(n, ih, iw, c0 + c);
-                const std::int64_t wv = layer.w.values(oc, (kh * o.kernel_w + kw) * cg + c);
-                acc += (xv - x.zero_point) * (wv - zw);
-              }
+              const std::uint8_t* px = &x.values(n, ih, iw, c0);
+              const std::int8_t* pw = &layer.w.values(oc, (kh * o.kernel_w + kw) * cg);
+              for (index_t c = 0; c < cg; ++c) acc += (std::int64_t{px[c]} - x.zero_point) * (std::int64_t{pw[c]} - zw);
             }
           const std::int32_t a = detail::checked_accumulator(acc, layer.w.bias[static_cast<std::size_t>(oc)], who);
           y.values(n, oh, ow, oc) = gemm::eval_pipeline(pipe, a, pixel, oc);
