@@ -2,6 +2,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdlib>
+#include <limits>
 #include <vector>
 
 #include "qlib/gemm/driver.hpp"
@@ -61,6 +63,7 @@ struct qconv2d {
                "nn::qconv2d: input " + qlib::detail::extents_string(in_shape) + " has " +
                    std::to_string(in_shape[3]) + " channels, the layer expects " + std::to_string(in_channels));
     const conv_geometry g = make_conv_geometry(in_shape, out_channels(), opt, "nn::qconv2d");
+    w.validate("nn::qconv2d");
     QLIB_CHECK(w.k() == g.patch_size() && static_cast<index_t>(w.packed.size()) == opt.groups &&
                    static_cast<index_t>(output.multiplier.size()) == out_channels(),
                errc::shape_mismatch, "nn::qconv2d: weights, packing or multipliers do not match " + opt.describe());
@@ -115,6 +118,12 @@ inline qactivation qconv2d::forward(const qactivation& x, const gemm::gemm_optio
   qactivation y{tensor<std::uint8_t, 4>(extents<4>{g.batch, g.out_h, g.out_w, g.out_c}), output.out.scale,
                 output.out.zero_point};
   if (g.is_depthwise()) {
+    // The GEMM proves its int32 sums cannot overflow (gemm/validation.hpp); the direct
+    // depthwise loop does the same here: 255 * max sum_k |w - zw| (+ |bias|) < 2^31.
+    std::int64_t bias_max = 0;
+    for (std::int32_t b : w.bias) bias_max = std::max<std::int64_t>(bias_max, std::llabs(b));
+    QLIB_CHECK(255 * w.max_abs_row_sum() + bias_max <= std::numeric_limits<std::int32_t>::max(), errc::overflow,
+               "nn::qconv2d: depthwise accumulators could overflow int32 (" + std::to_string(w.k()) + " taps)");
     detail::qdepthwise_forward(*this, x, g, y);
     return y;
   }

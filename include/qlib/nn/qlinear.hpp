@@ -30,6 +30,10 @@ struct qlinear {
     QLIB_CHECK(scale == in.scale && zp == in.zero_point, errc::invalid_argument,
                "nn::qlinear: input quantized with other parameters than the layer was converted for");
     QLIB_CHECK(w.packed.size() == 1, errc::shape_mismatch, "nn::qlinear: weights are not packed");
+    w.validate("nn::qlinear");
+    QLIB_CHECK(!float_output || static_cast<index_t>(channel_scale.size()) == out_features(), errc::shape_mismatch,
+               "nn::qlinear: " + std::to_string(channel_scale.size()) + " channel scales for " +
+                   std::to_string(out_features()) + " outputs");
   }
 
   qactivation forward(const qactivation& x, const gemm::gemm_options& gopt = {}) const {

@@ -1,7 +1,10 @@
 // The int8 weights of a quantized conv2d / linear: values, scales, int32 bias, GEMM panels per group.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -46,9 +49,34 @@ struct quantized_weights {
   }
 
   // (Re)builds the GEMM panels from values and params (after loading from a file).
+  // Checks the bias length and the parameter count against the values.
+  void validate(const char* who) const {
+    QLIB_CHECK(static_cast<index_t>(bias.size()) == out_channels(), errc::shape_mismatch,
+               std::string(who) + ": bias has " + std::to_string(bias.size()) + " entries for " +
+                   std::to_string(out_channels()) + " output channels");
+    QLIB_CHECK(params.size() == 1 || params.size() == out_channels(), errc::shape_mismatch,
+               std::string(who) + ": weight parameter count does not match the output channels");
+  }
+  // max over output channels of sum_k |w - zw|: with |x - zx| <= 255, the largest
+  // accumulator magnitude is 255 times this.
+  std::int64_t max_abs_row_sum() const {
+    std::int64_t m = 0;
+    for (index_t o = 0; o < out_channels(); ++o) {
+      std::int64_t s = 0;
+      for (index_t kk = 0; kk < k(); ++kk) s += std::llabs(std::int64_t{values(o, kk)} - zero_point(o));
+      m = std::max(m, s);
+    }
+    return m;
+  }
+
   void pack_groups(index_t groups) {
     QLIB_CHECK(groups > 0 && out_channels() % groups == 0, errc::invalid_argument,
                "quantized_weights: groups must divide the output channels");
+    QLIB_CHECK(params.size() == 1 || params.size() == out_channels(), errc::shape_mismatch,
+               "quantized_weights: " + std::to_string(params.size()) + " scales for " +
+                   std::to_string(out_channels()) + " output channels (need 1 or one per channel)");
+    QLIB_CHECK(static_cast<index_t>(params.zero_point.size()) == params.size(), errc::shape_mismatch,
+               "quantized_weights: scale and zero point counts differ");
     const index_t cog = out_channels() / groups;
     packed.clear();
     for (index_t g = 0; g < groups; ++g) {
@@ -63,6 +91,13 @@ struct quantized_weights {
     }
   }
 };
+
+// x rounded to the nearest integer, ties to even, without the FP rounding mode.
+inline double round_half_even_double(double x) noexcept {
+  const double f = std::floor(x), d = x - f;
+  if (d > 0.5 || (d == 0.5 && std::fmod(f, 2.0) != 0.0)) return f + 1.0;
+  return f;
+}
 
 // Quantizes float weights [out][K] and a float bias (may be empty) for an input of
 // scale input_scale: per output channel or per tensor, with `scheme` (symmetric int8 by
@@ -87,7 +122,8 @@ inline quantized_weights quantize_weights(tensor_view<const float, 2> w, const s
     const double s = static_cast<double>(input_scale) * static_cast<double>(q.scale(o));
     const float b = bias[static_cast<std::size_t>(o)];
     QLIB_CHECK(std::isfinite(b), errc::non_finite, "quantize_weights: bias " + std::to_string(o) + " is not finite");
-    const double v = static_cast<double>(round_half_even(static_cast<float>(b / s)));
+    // The quotient rounded in double: above 2^24 a float copy of it is off by up to 1.
+    const double v = round_half_even_double(static_cast<double>(b) / s);
     QLIB_CHECK(std::fabs(v) < 2147483520.0, errc::overflow,
                "quantize_weights: bias " + std::to_string(o) + " does not fit int32 at this scale");
     q.bias[static_cast<std::size_t>(o)] = static_cast<std::int32_t>(v);
