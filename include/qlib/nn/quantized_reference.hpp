@@ -4,7 +4,6 @@
 #include <cstdint>
 #include <limits>
 #include <string>
-#include <type_traits>
 #include <variant>
 
 #include "qlib/gemm/pipeline.hpp"
@@ -161,8 +160,9 @@ inline tensor<float, 4> forward_float(const qlinear& layer, const qactivation& x
 }
 
 // A quantized_sequential: the input quantized by the plain quantize loop, conv and
-// linear layers by the definitions above, pooling and flatten by their own plain loops
-// (nn/pooling.hpp, nn/activation.hpp); float out as quantized_sequential::forward.
+// linear layers by the definitions above, pooling and flatten as the model runs them
+// (their own plain loops, nn/pooling.hpp and nn/activation.hpp); float out as
+// quantized_sequential::forward.
 inline tensor<float, 4> forward(const quantized_sequential& m, tensor_view<const float, 4> x) {
   QLIB_CHECK(!m.layers.empty(), errc::empty_tensor, "nn::reference::quantized_sequential: no layers");
   const quant_params in_params =
@@ -175,20 +175,9 @@ inline tensor<float, 4> forward(const quantized_sequential& m, tensor_view<const
                  "nn::reference::quantized_sequential: only the last layer may output float");
       return forward_float(*fc, cur);
     }
-    cur = std::visit(
-        [&](const auto& v) -> qactivation {
-          using L = std::decay_t<decltype(v)>;
-          if constexpr (std::is_same<L, qconv2d>::value || std::is_same<L, qlinear>::value) {
-            return forward(v, cur);
-          } else if constexpr (std::is_same<L, flatten>::value) {
-            return {apply_flatten<std::uint8_t>(cur.values.cview()), cur.scale, cur.zero_point};
-          } else if constexpr (std::is_same<L, avg_pool2d>::value) {
-            return {pool(v, cur.values.cview(), cur.zero_point), cur.scale, cur.zero_point};
-          } else {
-            return {pool(v, cur.values.cview()), cur.scale, cur.zero_point};
-          }
-        },
-        m.layers[i]);
+    if (const auto* c = std::get_if<qconv2d>(&m.layers[i])) cur = forward(*c, cur);
+    else if (const auto* f = std::get_if<qlinear>(&m.layers[i])) cur = forward(*f, cur);
+    else cur = m.forward_layer(m.layers[i], cur);  // pooling and flatten: plain loops already
   }
   tensor<float, 4> y(cur.values.shape());
   qlib::reference::dequantize(cur.values.cview(), y.view(),
