@@ -882,8 +882,9 @@ TEST_CASE("qconv2d: malformed hand-built weights are refused", "[nn][qconv2d][er
   QLIB_REQUIRE_ERROR(zero_multiplier.forward(x), errc::invalid_argument);
 }
 
-// The test cases below found bugs in the layers (missing checks, see each); they stay last,
-// the depthwise overflow at the very end: UBSan stops the program at its signed overflow.
+// Regressions: the test cases below found bugs in the layers (missing checks, float
+// rounding of the bias). The depthwise overflow stays last: should its check go, UBSan
+// stops the program at the signed overflow and nothing after it would run.
 
 TEST_CASE("qconv2d / qlinear: a bias of the wrong length is refused", "[nn][errors]") {
   for (index_t groups : {1, 2, 4}) {  // GEMM, grouped GEMM, depthwise
