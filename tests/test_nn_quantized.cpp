@@ -91,6 +91,7 @@ nn::qconv2d make_qconv(const conv_case& cs) {
                      L.in.scale);
   L.w.pack_groups(cs.opt.groups);
   L.output = nn::make_quantized_output(L.w, L.in, {3.0f * target / 110.0f, cs.out_zp}, cs.relu_hi);
+  L.prepare();  // the implicit-GEMM path where it applies (AVX-512 VNNI, one thread)
   return L;
 }
 

@@ -10,6 +10,7 @@
 #include "qlib/gemm/pipeline.hpp"
 #include "qlib/nn/conv_geometry.hpp"
 #include "qlib/nn/im2col.hpp"
+#include "qlib/nn/qconv2d_implicit.hpp"
 #include "qlib/nn/quantized_weights.hpp"
 
 namespace qlib {
@@ -55,8 +56,13 @@ struct qconv2d {
   activation_qparams in;  // the input activation's parameters (its zero point pads)
   quantized_weights w;    // [out][kh * kw * in / groups], OHWI order
   quantized_output output;
+  implicit_conv_weights implicit;  // the weights re-packed for the implicit-GEMM path (may be empty)
 
   index_t out_channels() const noexcept { return w.out_channels(); }
+
+  // Packs the weights for the implicit-GEMM path where it applies (after conversion or
+  // loading; forward() uses im2col + GEMM without it).
+  void prepare() { implicit = pack_implicit_conv(w, opt, in_channels); }
 
   conv_geometry geometry(const extents<4>& in_shape) const {
     QLIB_CHECK(in_shape[3] == in_channels, errc::shape_mismatch,
@@ -128,6 +134,13 @@ inline qactivation qconv2d::forward(const qactivation& x, const gemm::gemm_optio
     return y;
   }
   const index_t patch = g.patch_size(), cog = g.out_c_per_group(), pixels = g.output_pixels();
+  if (implicit_conv_available(implicit) && gopt.threads == 1) {
+    QLIB_CHECK(implicit.packed.n() == g.out_c && implicit.run == opt.kernel_w * g.in_c, errc::shape_mismatch,
+               "nn::qconv2d: implicit weights do not match the layer (call prepare() after changing it)");
+    detail::implicit_conv_forward(implicit, g, x.values.cview(), x.zero_point, output.pipeline(w, 0, g.out_c),
+                                  y.values.data());
+    return y;
+  }
   const gemm::activation_params ap{x.zero_point};
   const bool direct = opt.groups == 1 && opt.kernel_h == 1 && opt.kernel_w == 1 && opt.stride_h == 1 &&
                       opt.stride_w == 1 && opt.pad_h == 0 && opt.pad_w == 0;

@@ -178,6 +178,7 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
       c.output.qmin = o.qmin;
       c.output.qmax = o.qmax;
       cur = c.output.out;
+      c.prepare();
       m.layers.emplace_back(std::move(c));
     } else if (kind == "qlinear") {
       qlinear l;

@@ -101,6 +101,7 @@ class static_quantizer {
         qc.w = quantize_weights(w, std::vector<float>(c->bias.begin(), c->bias.end()), in.scale,
                                 opt_.per_channel_weights, c->opt.groups, opt_.weight_scheme);
         qc.output = make_quantized_output(qc.w, in, out, s.relu_hi);
+        qc.prepare();
         q.layers.emplace_back(std::move(qc));
       } else if (const auto* f = std::get_if<linear>(&l)) {
         qlinear ql;
