@@ -981,3 +981,38 @@ TEST_CASE("a conv-bn-relu-maxpool-conv-relu-avgpool-flatten-linear model matches
   std::copy(lw.data.begin(), lw.data.end(), ufc.weight.data());
   CHECK(worst_error(unpermuted.forward(xt.cview()).cview(), want) > 1.0);
 }
+
+// The 2x2 / stride 2 fast path (channels a multiple of 16) against a plain loop, float
+// with NaNs and uint8, odd input sizes (the last row/column is dropped).
+TEST_CASE("max_pool2d 2x2 stride 2 fast path equals the definition", "[nn][pool]") {
+  for (index_t c : {16, 32}) {
+    tensor<float, 4> xf(extents<4>{2, 7, 9, c});
+    tensor<std::uint8_t, 4> xq(extents<4>{2, 7, 9, c});
+    for (index_t i = 0; i < xf.size(); ++i) {
+      xf.data()[i] = rand_float(-5.0f, 5.0f);
+      xq.data()[i] = static_cast<std::uint8_t>(rand_int(0, 255));
+    }
+    xf.data()[5] = std::numeric_limits<float>::quiet_NaN();
+    xf.data()[3 * c + 1] = std::numeric_limits<float>::quiet_NaN();
+    const auto yf = nn::pool(nn::max_pool2d::square(2), xf.cview());
+    const auto yq = nn::pool(nn::max_pool2d::square(2), xq.cview());
+    REQUIRE(yf.shape() == extents<4>{2, 3, 4, c});
+    for (index_t n = 0; n < 2; ++n)
+      for (index_t h = 0; h < 3; ++h)
+        for (index_t w = 0; w < 4; ++w)
+          for (index_t ch = 0; ch < c; ++ch) {
+            float mf = xf(n, 2 * h, 2 * w, ch);
+            std::uint8_t mq = xq(n, 2 * h, 2 * w, ch);
+            bool nan = std::isnan(mf);
+            for (index_t t = 1; t < 4; ++t) {
+              const float v = xf(n, 2 * h + t / 2, 2 * w + t % 2, ch);
+              nan = nan || std::isnan(v);
+              mf = std::max(mf, v);
+              mq = std::max(mq, xq(n, 2 * h + t / 2, 2 * w + t % 2, ch));
+            }
+            if (nan) REQUIRE(std::isnan(yf(n, h, w, ch)));
+            else REQUIRE(yf(n, h, w, ch) == mf);
+            REQUIRE(yq(n, h, w, ch) == mq);
+          }
+  }
+}
