@@ -281,6 +281,70 @@ TEST_CASE("gemm: the standard case list on every ISA", "[gemm][isa]") {
       }
 }
 
+TEST_CASE("gemm: narrow panels (N <= 48 and the tails of wider N) on every ISA", "[gemm][isa][narrow]") {
+  // AVX-512 VNNI runs a panel with <= 16, 32 or 48 real columns as 12 x 16, 12 x 32 or
+  // 8 x 48 tiles (heights 6, 3, 2, 1 or 4, 2, 1 when M is smaller), the last partial tile
+  // overlapping the one before it. These shapes put N on both sides of each width, M
+  // and the per-thread row counts on both sides of the tile heights, and K through
+  // every tail of the 4-byte groups, with int32 C and requantizing pipelines.
+  const index_t ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80, 96};
+  const index_t ks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 144, 145};
+  const index_t ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 16, 17, 23, 24, 25, 29, 36, 37};
+  const int pipelines[] = {0, 3, 0, 2, 0, 1, 0, 5};  // int32 C every other case
+  SECTION("N x K, M cycling through the tile heights, threads 1..4") {
+    int count = 0;
+    for (index_t n : ns)
+      for (index_t k : ks) {
+        case_spec cs;
+        cs.m = ms[count % 19];
+        cs.n = n;
+        cs.k = k;
+        cs.a_pad = count % 5 == 0 ? 3 : 0;
+        cs.c_pad = count % 7 == 0 ? 5 : 0;
+        cs.signed_a = count % 2 == 1;
+        cs.a_zero_point = (count / 2) % 3 == 0 ? 0 : (cs.signed_a ? -9 : 140);
+        cs.per_channel = (count / 3) % 2 == 0;
+        cs.weight_zero_points = count % 11 == 0;
+        cs.threads = 1 + count % 4;
+        cs.pipeline = pipelines[count % 8];
+        run_case(cs);
+        ++count;
+      }
+  }
+  SECTION("every M from 1 to 40 at N = 16, 32, 48, 80") {
+    for (index_t m = 1; m <= 40; ++m)
+      for (index_t n : {16, 32, 48, 80}) {
+        case_spec cs;
+        cs.m = m;
+        cs.n = n;
+        cs.k = m % 2 ? 9 : 145;
+        cs.signed_a = (m + n / 16) % 2 == 0;
+        cs.a_zero_point = m % 3 == 0 ? 0 : (cs.signed_a ? 5 : 77);
+        cs.per_channel = true;
+        cs.weight_zero_points = m % 5 == 0;
+        cs.threads = 1 + static_cast<int>(m % 4);
+        cs.pipeline = m % 4 == 0 ? 0 : (m % 4 == 1 ? 3 : 2);
+        run_case(cs);
+      }
+  }
+  SECTION("row blocks: M past one block of rows, a short last block") {
+    for (index_t k : {9, 145, 500})
+      for (index_t n : {16, 33}) {
+        case_spec cs;
+        cs.m = 509;
+        cs.n = n;
+        cs.k = k;
+        cs.signed_a = k == 145;
+        cs.a_zero_point = 3;
+        cs.per_channel = true;
+        cs.weight_zero_points = n == 33;
+        cs.threads = k == 500 ? 3 : 1;
+        cs.pipeline = n == 16 ? 0 : 3;
+        run_case(cs);
+      }
+  }
+}
+
 TEST_CASE("gemm: random shapes, strides, zero points, pipelines and threads on every ISA", "[gemm][isa][random]") {
   const int cases = 400 * QLIB_GEMM_TEST_SCALE;
   for (int t = 0; t < cases; ++t) {

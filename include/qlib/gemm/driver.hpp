@@ -32,8 +32,8 @@
 // Loop nest (B is packed once, A is read in place - no copy of the activations):
 //   for each block of rows (MC rows: an MC x K slab of A stays in L2)
 //     for each panel of 64 columns (K x 64 bytes of B, L2-resident, streamed into L1)
-//       for each row tile (6 rows on AVX-512 VNNI; 8, 12 or 24 when the panel has at
-//         most 48, 32 or 16 real columns): micro-kernel over all of K, its
+//       for each row tile (6 rows on AVX-512 VNNI; 8 or 12 when the panel has at most
+//         48 or 32 real columns): micro-kernel over all of K, its
 //         accumulators starting at the panel's zero-point corrections; then int32 C
 //         is stored from the registers, any other pipeline runs on the tile.
 // K is not blocked: integer sums need no K blocking for accuracy (wrapping int32 is
@@ -46,8 +46,8 @@ namespace gemm {
 namespace detail {
 
 // Rows per row block: an MC x K slab of A of about 192 KiB, a multiple of 24 rows
-// (whole tiles of 4, 6, 8, 12 or 24), at most max_row_block so that its row sums fit
-// the stack.
+// (whole tiles of 4, 6, 8 or 12), at most max_row_block so that its row sums fit the
+// stack.
 inline constexpr index_t max_row_block = 480;
 inline index_t row_block_rows(index_t k) noexcept {
   const index_t mc = (index_t{192} * 1024 / (k > 0 ? k : 1)) / 24 * 24;

@@ -1,9 +1,10 @@
-// AVX-512 VNNI int8 GEMM panel kernel: zmm vpdpbusd, 6 x 64 register tiles, 8 x 48 / 12 x 32 / 24 x 16 for narrow panels.
+// AVX-512 VNNI int8 GEMM panel kernel: zmm vpdpbusd, 6 x 64 register tiles, 8 x 48 / 12 x 32 / 12 x 16 for narrow panels.
 #pragma once
 
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <type_traits>
 #include <utility>
 
@@ -34,9 +35,12 @@ QLIB_KERNEL_BEGIN
 // Narrow panels (N <= 48, or the last panel of a wider N: the conv layers of small CNNs
 // have 16 or 32 output channels) would spend 1/4 to 3/4 of every 6 x 64 tile on zero
 // padding. Their tiles read only the first NV = 1, 2 or 3 zmm of each k group (same
-// packed layout) and take 24 / NV rows instead, so they keep 24 accumulators: 24 x 16,
-// 12 x 32, 8 x 48. Per k group that is NV loads of B and 24 / NV broadcasts of A per
-// 24 vpdpbusd, still under the 2-3 loads per cycle the cores sustain.
+// packed layout) and take more rows instead: 8 x 48 and 12 x 32 (24 accumulators),
+// 12 x 16 (12). Measured on Zen 4 (hot caches, vpdpbusd per cycle at K = 144 / 9):
+// 12 x 32 0.96 / 0.65, 8 x 48 0.95 / 0.61, 12 x 16 1.00 / 0.63, where 24 x 16 reached
+// only 0.87 / 0.52: its 24 row pointers do not fit the 16 general registers, and 12
+// chains already cover vpdpbusd's latency (4 cycles x 1 per cycle here, 2 per cycle
+// on Intel and Zen 5). 16 x 16 measured 0.79 / 0.58.
 namespace qlib {
 namespace kernels {
 namespace avx512vnni_detail {
@@ -163,10 +167,10 @@ QLIB_TARGET_AVX512_VNNI void run_tile(index_t rows, index_t k, const std::uint8_
   }
 }
 
-// Tile heights of the narrow tiles with NV column vectors: 24 / NV rows, and for short
-// M (m < 24 / NV) the next heights down to 1: 24 12 6 3 2 1, 12 6 3 2 1, 8 4 2 1.
+// Tile heights of the narrow tiles with NV column vectors: 12 (NV = 1, 2) or 8 rows, and
+// for short M the next heights down to 1: 12 6 3 2 1, 8 4 2 1.
 template <int NV>
-constexpr int narrow_rows = 24 / NV;
+constexpr int narrow_rows = NV == 3 ? 8 : 12;
 constexpr int next_narrow_rows(int mr) { return mr > 3 ? mr / 2 : mr - 1; }
 inline index_t narrow_tile_rows(int full, index_t m) {
   index_t mr = full;
@@ -203,7 +207,7 @@ index_t output_columns(const Output& out) {
 // last partial tile runs as a whole mr tile ending at row m, so it recomputes up to
 // mr - 1 rows of the tile before it: their sums come out the same, so int32 C is just
 // rewritten with equal values, and a pipeline gets only the new rows. That keeps every
-// tile at full height (24 accumulators) without a kernel for every row count.
+// tile at full height (12 or 24 accumulators) without a kernel for every row count.
 template <int NV, bool Flip, class Output>
 QLIB_TARGET_AVX512_VNNI void run_narrow_panel(index_t m, index_t k, const std::uint8_t* a, index_t lda,
                                               const std::int8_t* panel, const std::int32_t* column_init, index_t cols,
@@ -233,8 +237,10 @@ struct avx512vnni_gemm_kernel {
   template <class Act, class Output>
   static void run_panel(index_t m, index_t k, const Act* a, index_t lda, const std::int8_t* panel,
                         const std::int32_t* column_init, Output& out) {
-    // Room for the tallest tile (24 rows x 16), at the row stride of the contract.
-    alignas(64) std::int32_t tile[avx512vnni_detail::narrow_rows<1> * gemm::panel_width];
+    // Room for the tallest tile, at the row stride of the contract.
+    constexpr int max_rows = std::max({6, avx512vnni_detail::narrow_rows<1>, avx512vnni_detail::narrow_rows<2>,
+                                       avx512vnni_detail::narrow_rows<3>});
+    alignas(64) std::int32_t tile[max_rows * gemm::panel_width];
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(a);
     constexpr bool flip = std::is_signed<Act>::value;
     const index_t cols = avx512vnni_detail::output_columns(out);
