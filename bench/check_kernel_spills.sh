@@ -19,9 +19,13 @@ cat > "$work/kernels.cpp" <<'CPP'
 #include "qlib/kernels/avx_vnni/gemm_panel.hpp"
 using namespace qlib;
 using namespace qlib::kernels;
-#define TILE(MR, F) template void avx512vnni_detail::tile<MR, 4, F>(index_t, const std::uint8_t*, index_t, \
+#define TILE(MR, NV, F) template void avx512vnni_detail::tile<MR, NV, F>(index_t, const std::uint8_t*, index_t, \
     const std::int8_t*, const std::int32_t*, std::int32_t*, index_t, index_t);
-TILE(6, false) TILE(6, true) TILE(5, false) TILE(4, true) TILE(3, false) TILE(2, true) TILE(1, false)
+TILE(6, 4, false) TILE(6, 4, true) TILE(5, 4, false) TILE(4, 4, true) TILE(3, 4, false) TILE(2, 4, true) TILE(1, 4, false)
+// The narrow tiles (panels with <= 16, 32, 48 real columns) and their short-M heights.
+TILE(12, 1, false) TILE(12, 1, true) TILE(6, 1, false) TILE(3, 1, true) TILE(2, 1, false) TILE(1, 1, true)
+TILE(12, 2, false) TILE(12, 2, true) TILE(6, 2, true) TILE(3, 2, false) TILE(1, 2, false)
+TILE(8, 3, false) TILE(8, 3, true) TILE(4, 3, false) TILE(2, 3, true) TILE(1, 3, false)
 #define STRIP(NS, MR, F) template void NS::strip<MR, F>(index_t, const std::uint8_t*, index_t, const std::int8_t*, \
     const std::int32_t*, std::int32_t*);
 STRIP(avx2_detail, 4, false) STRIP(avx2_detail, 4, true) STRIP(avx2_detail, 1, true)
