@@ -124,6 +124,11 @@ void implicit_conv_forward(const implicit_conv_weights& iw, const conv_geometry&
           }
         }
       }
+      if (live == mr) {  // a whole tile: the pipeline runs in registers, C is written directly
+        kernel::run_fused(cols, rows, o.kernel_h, groups, run_stride, iw.packed.panel(p), init, pipeline,
+                          out + r0 * n_out + col0, n_out, r0, col0);
+        continue;
+      }
       kernel::run(cols, rows, o.kernel_h, groups, run_stride, iw.packed.panel(p), init, tile);
       const index_t skip = r - r0;
       kernels::store_tile(arch::avx512{}, pipeline, tile + skip * gemm::panel_width, gemm::panel_width, live - skip,
