@@ -17,6 +17,8 @@ cat > "$work/kernels.cpp" <<'CPP'
 #include "qlib/kernels/avx2/gemm_panel.hpp"
 #include "qlib/kernels/avx512vnni/gemm_panel.hpp"
 #include "qlib/kernels/avx_vnni/gemm_panel.hpp"
+#include "qlib/kernels/avx512vnni/conv_panel.hpp"
+#include "qlib/gemm/output_stages.hpp"
 using namespace qlib;
 using namespace qlib::kernels;
 #define TILE(MR, NV, F) template void avx512vnni_detail::tile<MR, NV, F>(index_t, const std::uint8_t*, index_t, \
@@ -26,6 +28,15 @@ TILE(6, 4, false) TILE(6, 4, true) TILE(5, 4, false) TILE(4, 4, true) TILE(3, 4,
 TILE(12, 1, false) TILE(12, 1, true) TILE(6, 1, false) TILE(3, 1, true) TILE(2, 1, false) TILE(1, 1, true)
 TILE(12, 2, false) TILE(12, 2, true) TILE(6, 2, true) TILE(3, 2, false) TILE(1, 2, false)
 TILE(8, 3, false) TILE(8, 3, true) TILE(4, 3, false) TILE(2, 3, true) TILE(1, 3, false)
+// The implicit-GEMM convolution tiles (nn/qconv2d_implicit.hpp), plain and with the fused uint8 epilogue.
+#define CONV(MR, NV) template void avx512vnni_detail::conv_tile<MR, NV>(const std::uint8_t* const*, index_t, index_t, \
+    index_t, const std::int8_t*, const std::int32_t*, std::int32_t*, index_t);
+CONV(12, 1) CONV(12, 2) CONV(8, 3) CONV(6, 4)
+using conv_pipeline = std::tuple<gemm::bias_add, gemm::requantize_float_per_channel, gemm::saturating_cast<std::uint8_t>>;
+#define FUSED(MR, NV) template void avx512vnni_detail::conv_tile_fused<MR, NV, conv_pipeline, std::uint8_t>( \
+    const std::uint8_t* const*, index_t, index_t, index_t, const std::int8_t*, const std::int32_t*, \
+    const conv_pipeline&, std::uint8_t*, index_t, index_t, index_t, index_t);
+FUSED(12, 1) FUSED(12, 2) FUSED(8, 3) FUSED(6, 4)
 #define STRIP(NS, MR, F) template void NS::strip<MR, F>(index_t, const std::uint8_t*, index_t, const std::int8_t*, \
     const std::int32_t*, std::int32_t*);
 STRIP(avx2_detail, 4, false) STRIP(avx2_detail, 4, true) STRIP(avx2_detail, 1, true)
@@ -42,7 +53,7 @@ text = open(sys.argv[1]).read()
 bad = False
 for fn in re.split(r'\n(?=[0-9a-f]+ <)', text):
     name = re.match(r'[0-9a-f]+ <(.*)>:', fn)
-    if not name or ('tile<' not in name.group(1) and 'strip<' not in name.group(1)):
+    if not name or not any(t in name.group(1) for t in ('tile<', 'tile_fused<', 'strip<')):
         continue
     lines = [l for l in fn.splitlines()[1:] if re.match(r'\s*[0-9a-f]+:', l)]
     addr = [int(l.split(':')[0], 16) for l in lines]
