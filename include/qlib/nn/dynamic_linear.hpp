@@ -32,7 +32,10 @@ struct dequantize_rows_and_channels {
   index_t rows = 0, cols = 0;
 
   float eval(std::int32_t x, index_t row, index_t col) const noexcept {
-    const float y = static_cast<float>(x) * (row_scale[row] * channel_scale[col]);
+    // volatile: the product is rounded before the bias is added on every ISA (g++ would
+    // otherwise fuse the two into one FMA inside FMA-enabled kernels, and the portable
+    // path would round twice: different bits per ISA).
+    const volatile float y = static_cast<float>(x) * (row_scale[row] * channel_scale[col]);
     return bias ? y + bias[col] : y;
   }
   void validate(index_t r, index_t c) const {

@@ -1,8 +1,11 @@
 // Saving and loading an int8 nn::quantized_sequential as a self-describing safetensors file.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "qlib/io/safetensors.hpp"
 #include "qlib/nn/quantized_sequential.hpp"
@@ -33,12 +36,22 @@ inline tensor<std::int64_t, 1> window_config(const conv2d_options& o, index_t la
   for (int i = 0; i < 10; ++i) t(i) = v[i];
   return t;
 }
+// A whole number stored as F32 (zero points, clamps), checked before the conversion.
+inline std::int32_t float_to_int32(float v, const std::string& what) {
+  QLIB_CHECK(std::isfinite(v) && v == std::floor(v) && v >= -2147483648.0f && v < 2147483648.0f,
+             errc::invalid_argument, "quantized model: " + what + " = " + std::to_string(v) + " is not an int32");
+  return static_cast<std::int32_t>(v);
+}
+
 inline conv2d_options read_window(const io::safetensors_file& f, const std::string& name, index_t& last) {
   const tensor<std::int64_t, 1> t = f.get<std::int64_t, 1>(name);
   QLIB_CHECK(t.shape(0) == 10, errc::shape_mismatch, "quantized model: " + name + " must have 10 entries");
   for (index_t i = 0; i < 10; ++i)
     QLIB_CHECK(t(i) >= 0 && t(i) <= (index_t{1} << 30), errc::invalid_argument,
                "quantized model: " + name + " has an out-of-range entry");
+  // kernel, stride, dilation and groups are at least 1 (padding may be 0).
+  for (index_t i : {0, 1, 2, 3, 6, 7, 8})
+    QLIB_CHECK(t(i) >= 1, errc::invalid_argument, "quantized model: " + name + " has a zero kernel, stride, dilation or groups");
   last = t(9);
   return {t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7), t(8)};
 }
@@ -141,24 +154,32 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
              errc::invalid_argument, "quantized model: bad qlib.layers");
   const std::size_t count = std::stoul(count_s);
   quantized_sequential m;
+  std::vector<std::string> used{"input.qparams"};
   const std::vector<float> in = f.values<float>("input.qparams");
   QLIB_CHECK(in.size() == 2, errc::shape_mismatch, "quantized model: input.qparams must have 2 entries");
-  m.input = {in[0], static_cast<std::int32_t>(in[1])};
+  m.input = {in[0], detail::float_to_int32(in[1], "input zero point")};
   quant_params::per_tensor(schemes::u8_asymmetric, m.input.scale, m.input.zero_point).validate();
   activation_qparams cur = m.input;
   for (std::size_t i = 0; i < count; ++i) {
     const std::string p = std::to_string(i) + ".";
     const std::string& kind = meta("qlib.layer." + std::to_string(i));
+    for (const char* t : {"weight", "weight_scale", "weight_zero_point", "bias", "output", "config"})
+      used.push_back(p + t);
     auto read_output = [&](quantized_output& o, bool& float_out) {
       const std::vector<float> t = f.values<float>(p + "output");
       QLIB_CHECK(t.size() == 5, errc::shape_mismatch, "quantized model: " + p + "output must have 5 entries");
-      o.out = {t[0], static_cast<std::int32_t>(t[1])};
-      o.qmin = static_cast<std::int32_t>(t[2]);
-      o.qmax = static_cast<std::int32_t>(t[3]);
+      o.out = {t[0], detail::float_to_int32(t[1], p + "output zero point")};
+      o.qmin = detail::float_to_int32(t[2], p + "output qmin");
+      o.qmax = detail::float_to_int32(t[3], p + "output qmax");
+      QLIB_CHECK(t[4] == 0.0f || t[4] == 1.0f, errc::invalid_argument, "quantized model: " + p + "output flag not 0/1");
       float_out = t[4] != 0.0f;
       QLIB_CHECK(0 <= o.qmin && o.qmin <= o.qmax && o.qmax <= 255, errc::invalid_argument,
                  "quantized model: " + p + "output clamp outside [0, 255]");
-      if (!float_out) quant_params::per_tensor(schemes::u8_asymmetric, o.out.scale, o.out.zero_point).validate();
+      if (!float_out) {
+        quant_params::per_tensor(schemes::u8_asymmetric, o.out.scale, o.out.zero_point).validate();
+        QLIB_CHECK(o.qmin <= o.out.zero_point && o.out.zero_point <= o.qmax, errc::invalid_argument,
+                   "quantized model: " + p + "output clamp excludes the zero point");
+      }
     };
     if (kind == "qconv2d") {
       qconv2d c;
@@ -208,6 +229,10 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
       m.layers.emplace_back(flatten{});
     }
   }
+  // Every tensor must belong to a layer read above (a wrong layer count fails loudly).
+  for (const std::string& n : f.names())
+    QLIB_CHECK(std::find(used.begin(), used.end(), n) != used.end(), errc::invalid_argument,
+               "quantized model: tensor \"" + n + "\" belongs to no layer (qlib.layers = " + count_s + ")");
   return m;
 }
 
