@@ -1,0 +1,171 @@
+// N:M sparse int8 weights (N of every M consecutive k kept per column) and sparse_gemm() on them.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "qlib/core/tensor.hpp"
+#include "qlib/kernels/portable/sparse_common.hpp"
+// Every kernel overload must be declared before the templates below.
+#include "qlib/kernels/avx512vnni/sparse_nm_panel.hpp"
+#include "qlib/kernels/portable/sparse_nm_panel.hpp"
+
+// B (K x N int8, the K x N view of a layer's weights as for gemm::pack) whose zeros
+// already follow an N:M pattern along K: in every group of M consecutive k of a column
+// (groups start at k = 0, M * 1, M * 2, ...) at most N values are non-zero. "Zero" is
+// the stored int8 0 (the real 0 for the usual zero-point-0 weights; with weight zero
+// points the GEMM still equals the dense one on the stored codes, as gemm::gemm does).
+// Tail rule: when M does not divide K, B counts as padded with zero rows to a multiple
+// of M, so the last, shorter group may hold at most N non-zeros too.
+// Supported: M in {1, 2, 4, 8}, 1 <= N <= min(M, 4) (2:4, 1:4, 2:8, 4:8, 1:2...). The
+// layout (kernels/portable/sparse_nm_panel.hpp) keeps 16 * N / M values per column and
+// 16 k, rounded up to a multiple of 4 (1:8 is stored like 2:8), each with a one-byte
+// index: for 2:4 the values plus indices take as many bytes as the dense panels, for
+// 1:4 half; the gain is compute (half or a quarter of the vpdpbusd).
+namespace qlib {
+namespace prune {
+
+class packed_nm : public sparse_weight_info {
+ public:
+  packed_nm() = default;
+
+  int keep() const noexcept { return n_keep_; }   // N
+  int group() const noexcept { return m_group_; }  // M
+  index_t window_count() const noexcept { return windows_; }
+  int dwords_per_window() const noexcept { return dwords_; }
+  index_t step_count() const noexcept { return windows_ * dwords_; }
+  // Panel p (columns [64p, 64p + 64)), 64-byte aligned.
+  const std::int8_t* panel(index_t p) const noexcept { return data_.data() + p * step_count() * nm_step_bytes; }
+  index_t byte_size() const noexcept { return data_.size(); }
+
+ private:
+  friend packed_nm pack_nm(tensor_view<const std::int8_t, 2> b, int n_keep, int m_group, const quant_params& params);
+  int n_keep_ = 0, m_group_ = 0, dwords_ = 0;
+  index_t windows_ = 0;
+  tensor<std::int8_t, 1> data_;
+};
+
+// Packs B whose zeros follow the n_keep:m_group pattern (refused with errc::invalid_argument
+// naming the first column and group that has more non-zeros), with its quantization
+// parameters (per_tensor or per_channel along axis 1, as gemm::pack).
+inline packed_nm pack_nm(tensor_view<const std::int8_t, 2> b, int n_keep, int m_group, const quant_params& params) {
+  QLIB_CHECK(m_group == 1 || m_group == 2 || m_group == 4 || m_group == 8, errc::unsupported,
+             "prune::pack_nm: M = " + std::to_string(m_group) + " is not supported (M in {1, 2, 4, 8})");
+  QLIB_CHECK(n_keep >= 1 && n_keep <= std::min(m_group, 4), errc::invalid_argument,
+             "prune::pack_nm: N = " + std::to_string(n_keep) + " must be in [1, min(M, 4)] for M = " +
+                 std::to_string(m_group));
+  packed_nm w;
+  w.init_info(b, params, "prune::pack_nm");
+  const index_t k = b.shape(0), n = b.shape(1);
+  // The pattern, checked before anything is packed.
+  for (index_t j = 0; j < n; ++j)
+    for (index_t k0 = 0; k0 < k; k0 += m_group) {
+      int nonzero = 0;
+      for (index_t kk = k0; kk < std::min(k, k0 + m_group); ++kk) nonzero += b(kk, j) != 0;
+      QLIB_CHECK(nonzero <= n_keep, errc::invalid_argument,
+                 "prune::pack_nm: column " + std::to_string(j) + " has " + std::to_string(nonzero) +
+                     " non-zero weights at k in [" + std::to_string(k0) + ", " +
+                     std::to_string(std::min(k, k0 + m_group)) + "), more than the " + std::to_string(n_keep) + ":" +
+                     std::to_string(m_group) + " pattern allows");
+    }
+  w.n_keep_ = n_keep;
+  w.m_group_ = m_group;
+  w.windows_ = gemm::round_up(k, nm_window) / nm_window;
+  w.dwords_ = static_cast<int>((nm_window * n_keep / m_group + 3) / 4);
+  const index_t panels = w.panel_count();
+  QLIB_CHECK(panels <= PTRDIFF_MAX / (w.step_count() * nm_step_bytes), errc::overflow,
+             "prune::pack_nm: packed size of K x N = " + qlib::detail::extents_string(b.shape()) + " overflows");
+  w.data_ = tensor<std::int8_t, 1>(extents<1>{panels * w.step_count() * nm_step_bytes});  // zero: unused slots
+  const index_t slots = 4 * w.dwords_;
+  for (index_t j = 0; j < n; ++j) {
+    std::int8_t* panel = w.data_.data() + (j / gemm::panel_width) * w.step_count() * nm_step_bytes;
+    const index_t jc = j % gemm::panel_width;
+    for (index_t win = 0; win < w.windows_; ++win) {
+      index_t t = 0;  // next slot; non-zeros in k order, the rest stay (value 0, index 0)
+      for (index_t kk = win * nm_window; kk < std::min(k, (win + 1) * nm_window); ++kk) {
+        if (b(kk, j) == 0) continue;
+        QLIB_ASSERT(t < slots);
+        std::int8_t* step = panel + (win * w.dwords_ + t / 4) * nm_step_bytes;
+        step[4 * jc + t % 4] = b(kk, j);
+        step[nm_index_offset + 4 * jc + t % 4] = static_cast<std::int8_t>(kk - win * nm_window);
+        ++t;
+      }
+    }
+  }
+  return w;
+}
+
+// Packs B with per-tensor parameters scale 1, zero point 0 (plain integer weights).
+inline packed_nm pack_nm(tensor_view<const std::int8_t, 2> b, int n_keep, int m_group) {
+  return pack_nm(b, n_keep, m_group, quant_params(granularity::per_tensor(), -128, 127, {1.0f}, {0}));
+}
+
+// The dense K x N weights back (the masked B that was packed).
+inline tensor<std::int8_t, 2> unpack(const packed_nm& w) {
+  tensor<std::int8_t, 2> b({w.k(), w.n()});
+  for (auto& v : b) v = 0;
+  for (index_t j = 0; j < w.n(); ++j) {
+    const std::int8_t* panel = w.panel(j / gemm::panel_width);
+    const index_t jc = j % gemm::panel_width;
+    for (index_t s = 0; s < w.step_count(); ++s) {
+      const std::int8_t* step = panel + s * nm_step_bytes;
+      for (index_t i = 0; i < 4; ++i) {
+        const std::int8_t v = step[4 * jc + i];
+        if (v != 0) b((s / w.dwords_per_window()) * nm_window + step[nm_index_offset + 4 * jc + i], j) = v;
+      }
+    }
+  }
+  return b;
+}
+
+namespace detail {
+struct nm_kernel_for {
+  template <class Tag>
+  auto operator()(Tag tag) const {
+    return kernels::sparse_nm_kernel_for(tag);
+  }
+};
+template <class TA>
+using activation_t = std::remove_const_t<TA>;
+}  // namespace detail
+
+// C = pipeline(A x B) for N:M sparse B: the semantics, checks and bits of gemm::gemm()
+// on the dense B (uint8 or int8 A with any row stride, any pipeline, threads), on the
+// ISA that run-time dispatch picks. AVX-512 VNNI has its own kernel; every other ISA
+// runs the portable one.
+template <class TA, class Pipeline, class Out, gemm::detail::require_activation<TA> = 0>
+void sparse_gemm(tensor_view<TA, 2> a, const gemm::activation_params& ap, const packed_nm& w, const Pipeline& pipeline,
+                 tensor_view<Out, 2> c, const gemm::gemm_options& opt = {}) {
+  const tensor_view<const detail::activation_t<TA>, 2> ca(a);
+  dispatch_isa(active_isa(), [&](auto tag) {
+    detail::sparse_gemm_on<detail::nm_kernel_for>("prune::sparse_gemm", tag, ca, ap, w, pipeline, c, opt);
+  });
+}
+
+// int32 C = sum_k (a - za)(b - zb).
+template <class TA, gemm::detail::require_activation<TA> = 0>
+void sparse_gemm(tensor_view<TA, 2> a, const gemm::activation_params& ap, const packed_nm& w,
+                 tensor_view<std::int32_t, 2> c, const gemm::gemm_options& opt = {}) {
+  sparse_gemm(a, ap, w, std::tuple<>{}, c, opt);
+}
+
+// The same on one ISA chosen at compile time (tests); errc::unsupported if the CPU lacks it.
+template <class Tag, class TA, class Pipeline, class Out, gemm::detail::require_tag<Tag> = 0,
+          gemm::detail::require_activation<TA> = 0>
+void sparse_gemm(Tag tag, tensor_view<TA, 2> a, const gemm::activation_params& ap, const packed_nm& w,
+                 const Pipeline& pipeline, tensor_view<Out, 2> c, const gemm::gemm_options& opt = {}) {
+  QLIB_CHECK(isa_supported(gemm::detail::isa_of(tag)), errc::unsupported,
+             std::string("prune::sparse_gemm: this CPU cannot run ISA ") + isa_name(gemm::detail::isa_of(tag)));
+  const tensor_view<const detail::activation_t<TA>, 2> ca(a);
+  detail::sparse_gemm_on<detail::nm_kernel_for>("prune::sparse_gemm", tag, ca, ap, w, pipeline, c, opt);
+}
+
+// The name of the N:M micro-kernel that ISA `i` runs.
+inline const char* sparse_nm_kernel_name(isa i) {
+  return dispatch_isa(i, [](auto tag) { return decltype(kernels::sparse_nm_kernel_for(tag))::name; });
+}
+
+}  // namespace prune
+}  // namespace qlib

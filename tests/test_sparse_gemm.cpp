@@ -1,0 +1,161 @@
+// Sparse int8 GEMMs (N:M and block-sparse weights): bit-exact vs the dense reference on every ISA, and refusals.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gemm_test_util.hpp"
+#include "qlib/gemm.hpp"
+#include "qlib/prune/sparse_block.hpp"
+#include "qlib/prune/sparse_nm.hpp"
+
+using namespace qlib;
+using gemm_test::strided_matrix;
+using qlib_test::rand_int;
+
+namespace {
+
+// Random int8 weights (K x N) whose zeros follow n:m along K: each group of m keeps a
+// random number of non-zeros in [0, n] (exactly n when `full`), at random places;
+// values anywhere in [-128, 127] without 0.
+tensor<std::int8_t, 2> random_nm(index_t k, index_t n, int keep, int group, bool full) {
+  tensor<std::int8_t, 2> b({k, n});
+  for (index_t j = 0; j < n; ++j)
+    for (index_t k0 = 0; k0 < k; k0 += group) {
+      const int len = static_cast<int>(std::min<index_t>(group, k - k0));
+      std::vector<int> pos(static_cast<std::size_t>(len));
+      for (int i = 0; i < len; ++i) pos[static_cast<std::size_t>(i)] = i;
+      for (int i = len - 1; i > 0; --i) std::swap(pos[static_cast<std::size_t>(i)], pos[static_cast<std::size_t>(rand_int(0, i))]);
+      const int count = std::min(len, full ? keep : rand_int(0, keep));
+      for (int i = 0; i < len; ++i) b(k0 + i, j) = 0;
+      for (int i = 0; i < count; ++i) {
+        int v = rand_int(-128, 126);
+        b(k0 + pos[static_cast<std::size_t>(i)], j) = static_cast<std::int8_t>(v >= 0 ? v + 1 : v);
+      }
+    }
+  return b;
+}
+
+// Random int8 weights whose 4 x 16 blocks (k groups x column strips) are each kept with
+// probability `density` (kept blocks hold random values, zeros included).
+tensor<std::int8_t, 2> random_blocks(index_t k, index_t n, double density) {
+  tensor<std::int8_t, 2> b({k, n});
+  for (index_t g = 0; g < k; g += 4)
+    for (index_t s = 0; s < n; s += 16) {
+      const bool kept = qlib_test::rand_float(0.0f, 1.0f) < density;
+      for (index_t kk = g; kk < std::min(k, g + 4); ++kk)
+        for (index_t j = s; j < std::min(n, s + 16); ++j)
+          b(kk, j) = kept ? static_cast<std::int8_t>(rand_int(-128, 127)) : std::int8_t{0};
+    }
+  return b;
+}
+
+bool same_matrix(const tensor<std::int8_t, 2>& x, const tensor<std::int8_t, 2>& y) {
+  return x.shape(0) == y.shape(0) && x.shape(1) == y.shape(1) && std::equal(x.begin(), x.end(), y.begin());
+}
+
+quant_params weight_params(index_t n, int kind) {
+  switch (kind) {
+    case 0: return quant_params(granularity::per_tensor(), -128, 127, {1.0f}, {0});
+    case 1: return quant_params(granularity::per_tensor(), -128, 127, {0.5f}, {rand_int(-5, 5)});
+    default: {
+      std::vector<float> s(static_cast<std::size_t>(n));
+      std::vector<std::int32_t> z(static_cast<std::size_t>(n));
+      for (auto& v : s) v = qlib_test::rand_float(0.01f, 1.0f);
+      for (auto& v : z) v = rand_int(-3, 3);
+      return quant_params(granularity::per_channel(1), -128, 127, s, z);
+    }
+  }
+}
+
+// Runs sparse(a, ap, pipeline, c, opt) on every ISA and thread count 1..3 and compares C
+// (and the guard elements around it) with gemm::reference::gemm on the dense B.
+template <class Act, class Run, class Pipeline>
+void check_case(index_t m, const tensor<std::int8_t, 2>& b, const quant_params& wp, std::int32_t za,
+                const Pipeline& pipeline, const Run& sparse) {
+  using Out = gemm::pipeline_output_t<Pipeline>;
+  const index_t k = b.shape(0), n = b.shape(1);
+  strided_matrix<Act> a(m, k, k + rand_int(0, 3));
+  for (auto& v : a.buf) v = gemm_test::random_value<Act>();
+  tensor<Out, 2> want({m, n});
+  gemm::reference::gemm(a.cview(), za, b.cview(), wp, pipeline, want.view());
+  const Out sentinel = gemm_test::sentinel_value<Out>();
+  qlib_test::for_each_isa([&](isa i) {
+    for (int threads = 1; threads <= 3; ++threads) {
+      INFO("M K N = " << m << " " << k << " " << n << ", za " << za << ", threads " << threads << ", isa "
+                      << isa_name(i));
+      strided_matrix<Out> c(m, n, n + rand_int(0, 2), sentinel);
+      gemm::gemm_options opt;
+      opt.threads = threads;
+      sparse(a.cview(), gemm::activation_params{za}, pipeline, c.view(), opt);
+      const std::string diff = gemm_test::compare(c, want, sentinel);
+      CHECK(diff == "");
+      if (!diff.empty()) return;
+    }
+  });
+}
+
+// The pipelines of the test: int32 out, requantize to uint8, dequantize to float.
+template <class Act, class Run>
+void check_pipelines(index_t m, const tensor<std::int8_t, 2>& b, const quant_params& wp, const Run& sparse) {
+  const index_t n = b.shape(1);
+  const std::int32_t za = std::is_signed<Act>::value ? rand_int(-20, 20) : rand_int(0, 255);
+  std::vector<std::int32_t> bias(static_cast<std::size_t>(n));
+  for (auto& v : bias) v = rand_int(-5000, 5000);
+  switch (rand_int(0, 2)) {
+    case 0: return check_case<Act>(m, b, wp, za, std::tuple<>{}, sparse);
+    case 1:
+      return check_case<Act>(m, b, wp, za,
+                             gemm::make_pipeline(gemm::bias_add{bias.data(), n},
+                                                 gemm::requantize_float{0.0007f, 128, 0, 255},
+                                                 gemm::saturating_cast<std::uint8_t>{}),
+                             sparse);
+    default:
+      return check_case<Act>(m, b, wp, za, gemm::make_pipeline(gemm::dequantize{0.002f}), sparse);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("sparse_gemm N:M equals the dense reference on every ISA", "[sparse][nm]") {
+  const int patterns[][2] = {{2, 4}, {1, 4}, {2, 8}, {4, 8}, {1, 8}, {1, 2}, {3, 4}, {4, 4}};
+  for (int it = 0; it < 3 * QLIB_GEMM_TEST_SCALE; ++it) {
+    const auto& pat = patterns[it % 8];
+    // K around the window (16) and group sizes, M around the tile heights, N around 16-64 tails.
+    const index_t k = rand_int(0, 3) == 0 ? rand_int(1, 20) : rand_int(1, 150);
+    const index_t n = rand_int(0, 2) == 0 ? rand_int(1, 70) : rand_int(60, 140);
+    const index_t m = rand_int(1, 14);
+    const auto b = random_nm(k, n, pat[0], pat[1], rand_int(0, 1) == 0);
+    const auto wp = weight_params(n, rand_int(0, 2));
+    INFO(pat[0] << ":" << pat[1]);
+    const auto w = prune::pack_nm(b.cview(), pat[0], pat[1], wp);
+    CHECK(same_matrix(prune::unpack(w), b));
+    auto run = [&](auto a, gemm::activation_params ap, const auto& pipe, auto c, gemm::gemm_options opt) {
+      prune::sparse_gemm(a, ap, w, pipe, c, opt);
+    };
+    if (rand_int(0, 1)) check_pipelines<std::uint8_t>(m, b, wp, run);
+    else check_pipelines<std::int8_t>(m, b, wp, run);
+  }
+}
+
+TEST_CASE("sparse_block_gemm equals the dense reference on every ISA", "[sparse][block]") {
+  const double densities[] = {0.0, 0.1, 0.5, 1.0, 0.3};
+  for (int it = 0; it < 3 * QLIB_GEMM_TEST_SCALE; ++it) {
+    const double density = densities[it % 5];
+    const index_t k = rand_int(0, 3) == 0 ? rand_int(1, 12) : rand_int(1, 150);
+    const index_t n = rand_int(0, 2) == 0 ? rand_int(1, 70) : rand_int(60, 140);
+    const index_t m = rand_int(1, 30);
+    const auto b = random_blocks(k, n, density);
+    const auto wp = weight_params(n, rand_int(0, 2));
+    INFO("density " << density);
+    const auto w = prune::pack_block(b.cview(), wp);
+    CHECK(same_matrix(prune::unpack(w), b));
+    auto run = [&](auto a, gemm::activation_params ap, const auto& pipe, auto c, gemm::gemm_options opt) {
+      prune::sparse_block_gemm(a, ap, w, pipe, c, opt);
+    };
+    if (rand_int(0, 1)) check_pipelines<std::uint8_t>(m, b, wp, run);
+    else check_pipelines<std::int8_t>(m, b, wp, run);
+  }
+}
