@@ -311,9 +311,10 @@ TEST_CASE("gemm: narrow panels (N <= 48 and the tails of wider N) on every ISA",
         ++count;
       }
   }
-  SECTION("every M from 1 to 40 at N = 16, 32, 48, 80") {
-    for (index_t m = 1; m <= 40; ++m)
-      for (index_t n : {16, 32, 48, 80}) {
+  SECTION("every M from 1 to 37 at N = 16 and one of 32, 48, 80") {
+    const index_t wider[] = {32, 48, 80};
+    for (index_t m = 1; m <= 37; ++m)
+      for (index_t n : {index_t{16}, wider[m % 3]}) {
         case_spec cs;
         cs.m = m;
         cs.n = n;
