@@ -191,26 +191,29 @@ void BM_qlib(benchmark::State& state) {
   }
 }
 
-// The same GEMM with a typical int8 layer epilogue: per-channel bias, per-channel
-// fixed-point requantize (TFLite double rounding), ReLU, saturating cast to int8.
-void BM_qlib_int8_out(benchmark::State& state) {
-  const int i = static_cast<int>(state.range(0));
+// Per-channel bias and fixed-point multipliers of a layer epilogue (real multiplier
+// `scale` times 1 to 2 by channel).
+struct channel_params {
+  std::vector<std::int32_t> bias, multiplier, shift;
+  channel_params(index_t n, double scale) {
+    for (index_t j = 0; j < n; ++j) {
+      bias.push_back(static_cast<std::int32_t>(j * 37 % 2001) - 1000);
+      const auto q = qlib::quantize_multiplier(scale * (1.0 + static_cast<double>(j % 7) / 7.0));
+      multiplier.push_back(q.multiplier);
+      shift.push_back(q.shift);
+    }
+  }
+};
+
+// Shape i's GEMM with `pipeline` into C of type Out; returns the best GOPS so far in `best`.
+template <class Out, class Pipeline>
+void run_pipeline_benchmark(benchmark::State& state, int i, const Pipeline& pipeline, const std::string& label,
+                            double& best) {
   operands& o = operands_of(i);
   qlib::gemm::gemm_options opt;
   opt.threads = bench_threads();
-  std::vector<std::int32_t> bias(static_cast<std::size_t>(o.s.n)), mult(bias.size()), shift(bias.size());
-  for (std::size_t j = 0; j < bias.size(); ++j) {
-    bias[j] = static_cast<std::int32_t>(j * 37 % 2001) - 1000;
-    const auto q = qlib::quantize_multiplier(0.0001 * (1.0 + static_cast<double>(j % 7) / 7.0));
-    mult[j] = q.multiplier;
-    shift[j] = q.shift;
-  }
-  const auto pipeline = qlib::gemm::make_pipeline(
-      qlib::gemm::bias_add{bias.data(), o.s.n},
-      qlib::gemm::requantize_fixed_point_per_channel<>{mult.data(), shift.data(), o.s.n, 3}, qlib::gemm::relu(3),
-      qlib::gemm::saturating_cast<std::int8_t>{});
-  qlib::tensor<std::int8_t, 2> c({o.s.m, o.s.n});
-  state.SetLabel(shape_name(o.s) + " bias+requant+relu+int8");
+  qlib::tensor<Out, 2> c({o.s.m, o.s.n});
+  state.SetLabel(shape_name(o.s) + " " + label);
   qlib::gemm::gemm(o.a.cview(), {0}, o.packed, pipeline, c.view(), opt);
   const loop_timer t;
   for (auto _ : state) {
@@ -219,7 +222,20 @@ void BM_qlib_int8_out(benchmark::State& state) {
   }
   const double secs = t.seconds();
   set_gemm_counters(state, o.s, secs);
-  table()[i].qlib_int8 = std::max(table()[i].qlib_int8, ops(o.s) * static_cast<double>(state.iterations()) / secs / 1e9);
+  best = std::max(best, ops(o.s) * static_cast<double>(state.iterations()) / secs / 1e9);
+}
+
+// The same GEMM with a typical int8 layer epilogue: per-channel bias, per-channel
+// fixed-point requantize (TFLite double rounding), ReLU, saturating cast to int8.
+void BM_qlib_int8_out(benchmark::State& state) {
+  const int i = static_cast<int>(state.range(0));
+  const index_t n = shapes[i].n;
+  const channel_params p(n, 0.0001);
+  const auto pipeline = qlib::gemm::make_pipeline(
+      qlib::gemm::bias_add{p.bias.data(), n},
+      qlib::gemm::requantize_fixed_point_per_channel<>{p.multiplier.data(), p.shift.data(), n, 3}, qlib::gemm::relu(3),
+      qlib::gemm::saturating_cast<std::int8_t>{});
+  run_pipeline_benchmark<std::int8_t>(state, i, pipeline, "bias+requant+relu+int8", table()[i].qlib_int8);
 }
 
 // The CNN's layer epilogue: per-channel bias, per-channel fixed-point requantize to a
@@ -227,31 +243,13 @@ void BM_qlib_int8_out(benchmark::State& state) {
 // next layer's uint8 input.
 void BM_qlib_u8_out(benchmark::State& state) {
   const int i = static_cast<int>(state.range(0));
-  operands& o = operands_of(i);
-  qlib::gemm::gemm_options opt;
-  opt.threads = bench_threads();
-  std::vector<std::int32_t> bias(static_cast<std::size_t>(o.s.n)), mult(bias.size()), shift(bias.size());
-  for (std::size_t j = 0; j < bias.size(); ++j) {
-    bias[j] = static_cast<std::int32_t>(j * 37 % 2001) - 1000;
-    const auto q = qlib::quantize_multiplier(0.001 * (1.0 + static_cast<double>(j % 7) / 7.0));
-    mult[j] = q.multiplier;
-    shift[j] = q.shift;
-  }
+  const index_t n = shapes[i].n;
+  const channel_params p(n, 0.001);
   const auto pipeline = qlib::gemm::make_pipeline(
-      qlib::gemm::bias_add{bias.data(), o.s.n},
-      qlib::gemm::requantize_fixed_point_per_channel<>{mult.data(), shift.data(), o.s.n, 0},
+      qlib::gemm::bias_add{p.bias.data(), n},
+      qlib::gemm::requantize_fixed_point_per_channel<>{p.multiplier.data(), p.shift.data(), n, 0},
       qlib::gemm::saturating_cast<std::uint8_t>{});
-  qlib::tensor<std::uint8_t, 2> c({o.s.m, o.s.n});
-  state.SetLabel(shape_name(o.s) + " bias+requant+uint8");
-  qlib::gemm::gemm(o.a.cview(), {0}, o.packed, pipeline, c.view(), opt);
-  const loop_timer t;
-  for (auto _ : state) {
-    qlib::gemm::gemm(o.a.cview(), {0}, o.packed, pipeline, c.view(), opt);
-    benchmark::ClobberMemory();
-  }
-  const double secs = t.seconds();
-  set_gemm_counters(state, o.s, secs);
-  table()[i].qlib_u8 = std::max(table()[i].qlib_u8, ops(o.s) * static_cast<double>(state.iterations()) / secs / 1e9);
+  run_pipeline_benchmark<std::uint8_t>(state, i, pipeline, "bias+requant+uint8", table()[i].qlib_u8);
 }
 
 #if QLIB_BENCH_WITH_ONEDNN
