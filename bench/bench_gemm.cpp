@@ -362,8 +362,8 @@ void print_summary() {
     }
     if (!r.onednn_matches) notes += "oneDNN result DIFFERS; ";
     std::printf("%-16s %9.1f %6.1f %9.1f %6.1f %9.1f %6.1f %9.1f %6.1f %11.3f %9.1f %10.2f %s\n",
-                shape_name(s).c_str(), r.qlib, 100.0 * r.qlib / peak, r.qlib_int8, 100.0 * r.qlib_int8 / peak, r.qlib_u8,
-                100.0 * r.qlib_u8 / peak, r.onednn, 100.0 * r.onednn / peak,
+                shape_name(s).c_str(), r.qlib, 100.0 * r.qlib / peak, r.qlib_int8, 100.0 * r.qlib_int8 / peak,
+                r.qlib_u8, 100.0 * r.qlib_u8 / peak, r.onednn, 100.0 * r.onednn / peak,
                 r.onednn > 0 ? r.qlib / r.onednn : 0.0, r.sgemm, r.sgemm > 0 ? r.qlib / r.sgemm : 0.0, notes.c_str());
   }
   for (const auto& kv : table())

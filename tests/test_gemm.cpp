@@ -287,7 +287,8 @@ TEST_CASE("gemm: narrow panels (N <= 48 and the tails of wider N) on every ISA",
   // overlapping the one before it. These shapes put N on both sides of each width, M
   // and the per-thread row counts on both sides of the tile heights, and K through
   // every tail of the 4-byte groups, with int32 C and requantizing pipelines.
-  const index_t ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80, 96};
+  const index_t ns[] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14,
+                        15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80, 96};
   const index_t ks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 144, 145};
   const index_t ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 16, 17, 23, 24, 25, 29, 36, 37};
   const int pipelines[] = {0, 3, 0, 2, 0, 1, 0, 5};  // int32 C every other case

@@ -1,8 +1,8 @@
-// AVX-512 VNNI int8 GEMM panel kernel: zmm vpdpbusd, 6 x 64 register tiles, 8 x 48 / 12 x 32 / 12 x 16 for narrow panels.
+// AVX-512 VNNI int8 GEMM panel kernel: zmm vpdpbusd, 6 x 64 tiles (8 x 48, 12 x 32, 12 x 16 on narrow panels).
 #pragma once
 
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <initializer_list>
 #include <type_traits>
