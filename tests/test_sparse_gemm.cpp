@@ -159,3 +159,111 @@ TEST_CASE("sparse_block_gemm equals the dense reference on every ISA", "[sparse]
     else check_pipelines<std::int8_t>(m, b, wp, run);
   }
 }
+
+TEST_CASE("sparse formats refuse bad patterns, shapes and overflow-prone K", "[sparse][errors]") {
+  // 3 non-zeros in one group of 4: not 2:4 (but 3:4 and 4:4).
+  tensor<std::int8_t, 2> b({10, 3});
+  for (auto& v : b) v = 0;
+  b(4, 1) = 1;
+  b(5, 1) = -2;
+  b(7, 1) = 3;
+  QLIB_REQUIRE_ERROR(prune::pack_nm(b.cview(), 2, 4), errc::invalid_argument);
+  CHECK(prune::pack_nm(b.cview(), 3, 4).keep() == 3);
+  // The tail group [8, 10) counts as padded with zeros: 2 non-zeros are fine for 2:4, not for 1:4.
+  b(5, 1) = 0;
+  b(8, 2) = 5;
+  b(9, 2) = 6;
+  CHECK(prune::pack_nm(b.cview(), 2, 4).k() == 10);
+  QLIB_REQUIRE_ERROR(prune::pack_nm(b.cview(), 1, 4), errc::invalid_argument);
+  QLIB_REQUIRE_ERROR(prune::pack_nm(b.cview(), 2, 3), errc::unsupported);
+  QLIB_REQUIRE_ERROR(prune::pack_nm(b.cview(), 5, 8), errc::invalid_argument);
+  QLIB_REQUIRE_ERROR(prune::pack_nm(b.cview(), 0, 4), errc::invalid_argument);
+  QLIB_REQUIRE_ERROR(prune::pack_nm(b.cview(), 3, 2), errc::invalid_argument);
+  tensor<std::int8_t, 2> empty({0, 4});
+  QLIB_REQUIRE_ERROR(prune::pack_nm(empty.cview(), 2, 4), errc::empty_tensor);
+  QLIB_REQUIRE_ERROR(prune::pack_block(empty.cview()), errc::empty_tensor);
+  QLIB_REQUIRE_ERROR(prune::pack_block(b.cview(), quant_params(granularity::per_channel(0), -128, 127,
+                                                               std::vector<float>(10, 1.0f), std::vector<std::int32_t>(10, 0))),
+                     errc::unsupported);
+
+  const auto nm = prune::pack_nm(b.cview(), 2, 4);
+  const auto blk = prune::pack_block(b.cview());
+  tensor<std::uint8_t, 2> a({2, 10}), a_short({2, 9});
+  tensor<std::int32_t, 2> c({2, 3}), c_wide({2, 4});
+  for (auto& v : a) v = 1;
+  QLIB_REQUIRE_ERROR(prune::sparse_gemm(a_short.cview(), {0}, nm, c.view()), errc::shape_mismatch);
+  QLIB_REQUIRE_ERROR(prune::sparse_gemm(a.cview(), {0}, nm, c_wide.view()), errc::shape_mismatch);
+  QLIB_REQUIRE_ERROR(prune::sparse_block_gemm(a_short.cview(), {0}, blk, c.view()), errc::shape_mismatch);
+  QLIB_REQUIRE_ERROR(prune::sparse_block_gemm(a.cview(), {0}, blk, c_wide.view()), errc::shape_mismatch);
+  QLIB_REQUIRE_ERROR(prune::sparse_gemm(a.cview(), {300}, nm, c.view()), errc::invalid_argument);
+  gemm::gemm_options zero_threads;
+  zero_threads.threads = 0;
+  QLIB_REQUIRE_ERROR(prune::sparse_block_gemm(a.cview(), {0}, blk, std::tuple<>{}, c.view(), zero_threads),
+                     errc::invalid_argument);
+  QLIB_REQUIRE_ERROR(prune::sparse_gemm(a.cview(), {0}, prune::packed_nm{}, c.view()), errc::invalid_argument);
+  QLIB_REQUIRE_ERROR(prune::sparse_block_gemm(a.cview(), {0}, prune::packed_block{}, c.view()),
+                     errc::invalid_argument);
+  // A transposed (non-contiguous rows) view of A.
+  tensor<std::uint8_t, 2> at({10, 2});
+  QLIB_REQUIRE_ERROR(prune::sparse_gemm(at.cview().transpose(0, 1), {0}, nm, c.view()), errc::invalid_argument);
+
+  // Overflow: the same bound as gemm::gemm. A 2:4 column of -128s over K = 160000 has
+  // sum |b| = 80000 * 128; times 255 (uint8 A) that exceeds 2^31 - 1, times 128 (int8 A) not.
+  const index_t k = 160000;
+  tensor<std::int8_t, 2> big({k, 1});
+  for (index_t i = 0; i < k; ++i) big(i, 0) = (i % 4 < 2) ? std::int8_t{-128} : std::int8_t{0};
+  const auto big_nm = prune::pack_nm(big.cview(), 2, 4);
+  const auto big_blk = prune::pack_block(big.cview());
+  const auto dense = gemm::pack(big.cview());
+  CHECK(big_nm.max_abs_column_sum() == dense.max_abs_column_sum());
+  CHECK(big_blk.max_abs_column_sum() == dense.max_abs_column_sum());
+  tensor<std::uint8_t, 2> au({1, k});
+  tensor<std::int8_t, 2> as({1, k});
+  tensor<std::int32_t, 2> c1({1, 1}), want({1, 1});
+  for (auto& v : au) v = 255;
+  for (auto& v : as) v = -128;
+  QLIB_REQUIRE_ERROR(gemm::gemm(au.cview(), {0}, dense, c1.view()), errc::overflow);
+  QLIB_REQUIRE_ERROR(prune::sparse_gemm(au.cview(), {0}, big_nm, c1.view()), errc::overflow);
+  QLIB_REQUIRE_ERROR(prune::sparse_block_gemm(au.cview(), {0}, big_blk, c1.view()), errc::overflow);
+  // int8 A at -128 fits and gives the extreme value exactly.
+  gemm::reference::gemm(as.cview(), 0, big.cview(), quant_params(granularity::per_tensor(), -128, 127, {1.0f}, {0}),
+                        std::tuple<>{}, want.view());
+  qlib_test::for_each_isa([&](isa) {
+    prune::sparse_gemm(as.cview(), {0}, big_nm, c1.view());
+    CHECK(c1(0, 0) == want(0, 0));
+    prune::sparse_block_gemm(as.cview(), {0}, big_blk, c1.view());
+    CHECK(c1(0, 0) == want(0, 0));
+  });
+}
+
+TEST_CASE("sparse formats: 100% sparse weights and static dispatch", "[sparse][edge]") {
+  tensor<std::int8_t, 2> zero({37, 70});
+  for (auto& v : zero) v = 0;
+  const auto wp = quant_params(granularity::per_tensor(), -128, 127, {1.0f}, {3});  // zb != 0: C = -3 * row sum
+  const auto nm = prune::pack_nm(zero.cview(), 1, 4, wp);
+  const auto blk = prune::pack_block(zero.cview(), wp);
+  CHECK(blk.block_count() == 0);
+  CHECK(blk.density() == 0.0);
+  tensor<std::int8_t, 2> a({9, 37});
+  for (auto& v : a) v = static_cast<std::int8_t>(rand_int(-128, 127));
+  tensor<std::int32_t, 2> want({9, 70}), c({9, 70});
+  gemm::reference::gemm(a.cview(), 7, zero.cview(), wp, std::tuple<>{}, want.view());
+  auto same = [&] { return std::equal(c.begin(), c.end(), want.begin()); };
+  prune::sparse_gemm(arch::portable{}, a.cview(), {7}, nm, std::tuple<>{}, c.view());
+  CHECK(same());
+  prune::sparse_block_gemm(arch::portable{}, a.cview(), {7}, blk, std::tuple<>{}, c.view());
+  CHECK(same());
+#if QLIB_ARCH_X86_64
+  if (isa_supported(isa::avx512_vnni)) {
+    for (auto& v : c) v = 0;
+    prune::sparse_gemm(arch::avx512_vnni{}, a.cview(), {7}, nm, std::tuple<>{}, c.view());
+    CHECK(same());
+    for (auto& v : c) v = 0;
+    prune::sparse_block_gemm(arch::avx512_vnni{}, a.cview(), {7}, blk, std::tuple<>{}, c.view());
+    CHECK(same());
+  } else {
+    QLIB_REQUIRE_ERROR(prune::sparse_gemm(arch::avx512_vnni{}, a.cview(), {7}, nm, std::tuple<>{}, c.view()),
+                       errc::unsupported);
+  }
+#endif
+}

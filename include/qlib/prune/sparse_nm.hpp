@@ -78,7 +78,7 @@ inline packed_nm pack_nm(tensor_view<const std::int8_t, 2> b, int n_keep, int m_
   QLIB_CHECK(panels <= PTRDIFF_MAX / (w.step_count() * nm_step_bytes), errc::overflow,
              "prune::pack_nm: packed size of K x N = " + qlib::detail::extents_string(b.shape()) + " overflows");
   w.data_ = tensor<std::int8_t, 1>(extents<1>{panels * w.step_count() * nm_step_bytes});  // zero: unused slots
-  const index_t slots = 4 * w.dwords_;
+  [[maybe_unused]] const index_t slots = 4 * w.dwords_;  // checked by QLIB_ASSERT
   for (index_t j = 0; j < n; ++j) {
     std::int8_t* panel = w.data_.data() + (j / gemm::panel_width) * w.step_count() * nm_step_bytes;
     const index_t jc = j % gemm::panel_width;
