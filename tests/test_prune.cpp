@@ -428,6 +428,30 @@ TEST_CASE("prune: L2 filter pruning zeroes whole output channels of every layer 
     for (index_t c = 0; c < 8; ++c)
       if (std::find(keep0.begin(), keep0.end(), c) == keep0.end()) nonzero_pruned += y.data()[p * 8 + c] != 0.0f;
   CHECK(nonzero_pruned == 0);
+  // conv -> batch norm: the BN's weight and bias are masked too, so the pruned channels
+  // still output 0 after it, in inference and through a masked training step.
+  nn::sequential bnm{nn::conv2d(3, 6, nn::conv2d_options::square(3)), nn::batch_norm2d(6), nn::flatten{},
+                     nn::linear(6 * 6 * 6, 4)};
+  train::init_parameters(bnm, 3);
+  for (index_t c = 0; c < 6; ++c) std::get<nn::batch_norm2d>(bnm[1]).bias(c) = 0.5f + static_cast<float>(c);
+  const auto bn_masks = prune::l2_filter_prune(bnm, 0.5);
+  REQUIRE(bn_masks.layers.size() == 1);
+  tensor<std::int32_t, 1> lab({2});
+  lab(0) = 1, lab(1) = 3;
+  train::adam adam;
+  prune::masked_optimizer<train::adam> madam(adam, bn_masks);
+  train::train_step(bnm, x.cview(), lab.cview(), madam);
+  const auto& kept_bn = bn_masks.layers[0].weight.kept_channels();
+  CHECK(kept_bn.size() == 3);
+  const auto z = nn::sequential::forward_layer(bnm[1], nn::sequential::forward_layer(bnm[0], x.cview()).cview());
+  index_t nonzero_bn = 0, nonzero_kept = 0;
+  for (index_t p = 0; p < z.size() / 6; ++p)
+    for (index_t c = 0; c < 6; ++c) {
+      const bool kept = std::find(kept_bn.begin(), kept_bn.end(), c) != kept_bn.end();
+      (kept ? nonzero_kept : nonzero_bn) += z.data()[p * 6 + c] != 0.0f;
+    }
+  CHECK(nonzero_bn == 0);
+  CHECK(nonzero_kept > 0);
   // 100% of channels is a valid mask (shrinking to nothing is not; see shrink.hpp).
   nn::sequential all = dense;
   const auto gone = prune::l2_filter_prune(all, 1.0);

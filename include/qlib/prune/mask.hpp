@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "qlib/core/index_iteration.hpp"
 #include "qlib/prune/tensor_ref.hpp"
 
 namespace qlib {
@@ -77,13 +78,8 @@ class mask {
       return;
     }
     extents<R> idx{};
-    for (index_t e = 0; e < size(); ++e) {
+    for (index_t e = 0; e < size(); ++e, qlib::detail::next_index(idx, w.shape()))
       if (!keep_[static_cast<std::size_t>(e)]) w[idx] = T(0);
-      for (std::size_t a = R; a-- > 0;) {
-        if (++idx[a] < w.shape(a)) break;
-        idx[a] = 0;
-      }
-    }
   }
   template <class T, std::size_t R>
   void apply(tensor<T, R>& w) const {

@@ -12,13 +12,15 @@
 namespace qlib {
 namespace prune {
 
-// The mask of one layer's weight (conv2d OHWI, linear [out, in]). Channel masks also
-// zero the bias of every pruned output channel, so a pruned filter outputs exactly 0
-// before its activation, as if it had been removed.
+// The mask of one layer's weight (conv2d OHWI, linear [out, in]). Output-channel masks
+// also zero the bias of every pruned channel and, when a batch_norm2d follows the layer,
+// that channel's BN weight and bias, so a pruned filter outputs exactly 0 (for finite
+// inputs) as if it had been removed: what prune/shrink.hpp's equivalence assumes.
 struct layer_mask {
   std::size_t layer = 0;  // index in the sequential
   mask weight;
-  std::vector<std::uint8_t> bias_keep;  // empty: the bias is not masked
+  std::vector<std::uint8_t> bias_keep;  // per output channel; empty: no channel masking
+  bool batch_norm_next = false;         // with bias_keep: model[layer + 1] is a batch_norm2d to mask
 };
 
 // What a fine-tuning loop holds: apply() after every update keeps pruned weights at 0
@@ -32,6 +34,13 @@ struct model_masks {
       QLIB_CHECK(l.layer < model.size(), errc::out_of_range,
                  "prune::model_masks: layer " + std::to_string(l.layer) + " outside a model of " +
                      std::to_string(model.size()));
+      if (l.batch_norm_next && !l.bias_keep.empty()) {
+        auto* bn = l.layer + 1 < model.size() ? std::get_if<nn::batch_norm2d>(&model[l.layer + 1]) : nullptr;
+        QLIB_CHECK(bn != nullptr, errc::invalid_argument,
+                   "prune::model_masks: layer " + std::to_string(l.layer + 1) + " is not the expected BatchNorm2d");
+        apply_bias(l, bn->weight.data(), bn->weight.size());
+        apply_bias(l, bn->bias.data(), bn->bias.size());
+      }
       if (auto* c = std::get_if<nn::conv2d>(&model[l.layer])) apply_to(l, c->weight.data(), c->weight.size(), c->bias);
       else if (auto* f = std::get_if<nn::linear>(&model[l.layer])) apply_to(l, f->weight.data(), f->weight.size(), f->bias);
       else
@@ -42,16 +51,19 @@ struct model_masks {
   }
 
   // The same through an optimizer's parameter list (train::parameters(model, grads)),
-  // matched by name ("3.weight", "3.bias"); every masked tensor must be in the list.
+  // matched by name ("3.weight", "3.bias"); every masked weight must be in the list.
+  // A following batch norm's parameters ("4.weight", "4.bias") are masked too.
   void apply(const std::vector<train::parameter>& params) const {
     for (const layer_mask& l : layers) {
       const std::string w = std::to_string(l.layer) + ".weight", b = std::to_string(l.layer) + ".bias";
+      const std::string nw = std::to_string(l.layer + 1) + ".weight", nb = std::to_string(l.layer + 1) + ".bias";
+      const bool masks_channels = !l.bias_keep.empty();
       bool found = false;
       for (const train::parameter& p : params) {
         if (p.name == w) {
           l.weight.apply(p.value, p.size);
           found = true;
-        } else if (p.name == b && !l.bias_keep.empty()) {
+        } else if (masks_channels && (p.name == b || (l.batch_norm_next && (p.name == nw || p.name == nb)))) {
           apply_bias(l, p.value, p.size);
         }
       }
@@ -141,6 +153,7 @@ model_masks masks_for(const nn::sequential& model, const Structure& s, const Sco
     if (ms[k].has_channels() && ms[k].channel_axis() == 0) {  // output channels: mask the bias too
       l.bias_keep.assign(static_cast<std::size_t>(ms[k].shape()[0]), 0);
       for (index_t c : ms[k].kept_channels()) l.bias_keep[static_cast<std::size_t>(c)] = 1;
+      l.batch_norm_next = l.layer + 1 < model.size() && std::holds_alternative<nn::batch_norm2d>(model[l.layer + 1]);
     }
     l.weight = std::move(ms[k]);
     out.layers.push_back(std::move(l));
@@ -158,7 +171,8 @@ inline model_masks magnitude_prune(nn::sequential& model, double sparsity, bool 
 }
 
 // L2 filter pruning: in each conv/linear layer but the last, the `fraction` of output
-// channels with the smallest L2 norms (round half to even) are zeroed, weights and bias.
+// channels with the smallest L2 norms (round half to even) are zeroed: weight rows, bias
+// and a following batch norm's weight and bias, so they output exactly 0.
 // The masks' kept_channels() are the keep-lists a physical shrink (prune/shrink.hpp) takes.
 inline model_masks l2_filter_prune(nn::sequential& model, double fraction) {
   model_masks m = masks_for(model, channels{0}, l2, sparsity(fraction), {false, false});
