@@ -1,4 +1,4 @@
-// A consumer of qlib: a tensor and a quantize/dequantize round trip; exits non-zero on a wrong result.
+// A consumer of qlib: every umbrella header, a tensor, a quantize round trip and a layer; exits non-zero on a wrong result.
 #include <qlib/arch/isa.hpp>
 #include <qlib/core/tensor.hpp>
 #include <qlib/version.hpp>
@@ -8,7 +8,11 @@
 #include <cstdio>
 #include <cstring>
 
+#include <qlib/gemm.hpp>
+#include <qlib/nn.hpp>
+#include <qlib/prune.hpp>
 #include <qlib/quantize.hpp>
+#include <qlib/train.hpp>
 
 int main() {
   int failures = 0;
@@ -33,6 +37,16 @@ int main() {
 #endif
 
   // Quantize/dequantize round trip: every value comes back within half a step.
+  // A float linear layer: y = x W^T + b.
+  qlib::nn::linear fc(2, 1);
+  fc.weight(0, 0) = 2.0f;
+  fc.weight(0, 1) = -1.0f;
+  fc.bias(0) = 0.5f;
+  qlib::tensor<float, 4> x({1, 1, 1, 2});
+  x(0, 0, 0, 0) = 3.0f;
+  x(0, 0, 0, 1) = 1.0f;
+  expect(fc.forward(x.cview())(0, 0, 0, 0) == 5.5f, "nn::linear forward");
+
   const auto q = qlib::quantize(t.cview(), qlib::schemes::s8_symmetric, qlib::granularity::per_tensor());
   const qlib::tensor<float, 2> back = q.dequantize();
   float worst = 0.0f;
