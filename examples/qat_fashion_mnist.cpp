@@ -1,0 +1,126 @@
+// Quantization-aware training on Fashion-MNIST from the shipped float CNN: int8 and 4-bit weights / 8-bit activations, vs static PTQ at the same bit widths.
+//
+//   qat_fashion_mnist                 1 epoch of QAT per configuration on the 60,000 training images
+//   options: --data DIR  --weights FILE  --epochs E  --lr LR  --seed S
+//            --quick  (2,000 training images, 500 test images: the CI smoke test)
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "fashion_mnist_common.hpp"
+#include "qlib/nn.hpp"
+#include "qlib/train.hpp"
+#include "qlib/train/qat.hpp"
+#include "qlib/train/qat_convert.hpp"
+
+namespace fm = fashion_mnist;
+using qlib::index_t;
+
+namespace {
+struct options {
+  std::string data = fm::default_data_dir, weights = fm::default_weights;
+  index_t epochs = 1;
+  float lr = 1e-4f;
+  std::uint64_t seed = 1;
+  bool quick = false;
+};
+
+options parse(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--data") o.data = next();
+    else if (a == "--weights") o.weights = next();
+    else if (a == "--epochs") o.epochs = std::atol(next().c_str());
+    else if (a == "--lr") o.lr = static_cast<float>(std::atof(next().c_str()));
+    else if (a == "--seed") o.seed = std::strtoull(next().c_str(), nullptr, 10);
+    else if (a == "--quick") o.quick = true;
+    else if (a == "--out") next();  // accepted for the CI smoke test; nothing is written
+    else {
+      std::fprintf(stderr, "unknown option %s\n", a.c_str());
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+// Fraction of test images on which two models predict the same class.
+template <class A, class B>
+double agreement(const A& a, const B& b, const fm::dataset& d) {
+  index_t same = 0;
+  for (index_t b0 = 0; b0 < d.size(); b0 += 500) {
+    const auto x = d.images.cview().slice(0, b0, std::min(d.size(), b0 + 500));
+    const qlib::tensor<float, 4> la = a.forward(x), lb = b.forward(x);
+    for (index_t i = 0; i < la.shape(0); ++i) {
+      const float* ra = la.data() + i * 10;
+      const float* rb = lb.data() + i * 10;
+      same += (std::max_element(ra, ra + 10) - ra) == (std::max_element(rb, rb + 10) - rb) ? 1 : 0;
+    }
+  }
+  return static_cast<double>(same) / static_cast<double>(d.size());
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options o = parse(argc, argv);
+  const fm::dataset train = fm::load(o.data, "train", o.quick ? 2000 : 0);
+  const fm::dataset test = fm::load(o.data, "t10k", o.quick ? 500 : 0);
+  qlib::nn::sequential model = fm::make_cnn();
+  qlib::nn::state_dict_options sd;
+  sd.input_shape = fm::input_shape;
+  qlib::nn::load_state_dict(model, qlib::io::safetensors_file::read(o.weights), sd);
+  const double float_acc = fm::test_accuracy(model, test);
+
+  struct config {
+    const char* name;
+    qlib::affine_scheme<std::int8_t> weights;
+  };
+  const config configs[] = {{"int8 (w8 a8)", qlib::schemes::s8_symmetric}, {"w4 a8", qlib::schemes::s4_symmetric}};
+  std::printf("%-14s %10s %10s %14s %12s %16s\n", "weights/acts", "float", "PTQ int8", "QAT fake-quant", "QAT int8",
+              "QAT fake==int8");
+  for (const config& c : configs) {
+    // Static PTQ, per-channel weights, histogram (MSE) activation ranges on 1,000 images.
+    qlib::nn::static_quantization_options po;
+    po.weight_scheme = c.weights;
+    qlib::nn::static_quantizer<qlib::histogram_observer> ptq(model, po);
+    const index_t calib = std::min<index_t>(1000, train.size());
+    for (index_t b0 = 0; b0 < calib; b0 += 100) ptq.observe(train.images.cview().slice(0, b0, b0 + 100));
+    const double ptq_acc = fm::test_accuracy(ptq.convert(), test);
+
+    // QAT from the same float model: BN folded, moving-average activation ranges, Adam.
+    qlib::train::qat_options qo;
+    qo.weight_scheme = c.weights;
+    qlib::train::qat_model qat(model, qo);
+    qlib::train::adam opt({o.lr});
+    qlib::train::epoch_options eo;
+    eo.batch_size = 64;
+    eo.seed = o.seed;
+    const index_t steps = (train.size() + 63) / 64;
+    eo.learning_rate = qlib::train::cosine_schedule{o.lr, o.epochs * steps, o.lr * 0.1f, 0};
+    for (index_t e = 0; e < o.epochs; ++e) {
+      eo.epoch = e;
+      if (e + 1 == o.epochs && o.epochs > 1) qat.freeze_observers();  // the last epoch trains on fixed ranges
+      qlib::train::train_epoch(qat, train.images.cview(), train.label_view(), opt, eo,
+                               [&](const qlib::train::progress& p) {
+                                 if (p.step % 20 == 0 || p.step + 1 == p.steps)
+                                   fm::progress_bar(c.name, p.step + 1, p.steps,
+                                                    "loss " + std::to_string(p.mean_loss).substr(0, 6));
+                               });
+    }
+    const qlib::nn::quantized_sequential int8 = qlib::train::convert(qat);
+    std::printf("%-14s %9.2f%% %9.2f%% %13.2f%% %11.2f%% %15.2f%%\n", c.name, 100 * float_acc, 100 * ptq_acc,
+                100 * fm::test_accuracy(qat, test), 100 * fm::test_accuracy(int8, test), 100 * agreement(qat, int8, test));
+  }
+  std::printf("\n(test set: %td images; QAT: %td epoch(s) on %td training images, Adam lr %g cosine; PTQ: 1,000 "
+              "calibration images)\n",
+              test.size(), o.epochs, train.size(), static_cast<double>(o.lr));
+  return 0;
+}
