@@ -104,6 +104,20 @@ void blobs(index_t n, std::uint64_t seed, tensor<float, 4>& x, std::vector<std::
   }
 }
 
+// A teacher: a wider small_cnn trained on the labels with Adam.
+nn::sequential trained_teacher(const tensor<float, 4>& x, const std::vector<std::int32_t>& y, std::uint64_t seed,
+                               index_t batch, index_t epochs) {
+  nn::sequential t = small_cnn(seed, 8);
+  train::adam opt({0.02f});
+  train::epoch_options eo;
+  eo.batch_size = batch;
+  for (index_t e = 0; e < epochs; ++e) {
+    eo.epoch = e;
+    train::train_epoch(t, x.cview(), train::view_of(y), opt, eo);
+  }
+  return t;
+}
+
 bool same_weights(const nn::sequential& a, const nn::sequential& b) {
   for (std::size_t i = 0; i < a.size(); ++i) {
     const tensor<float, 4>* wa = nullptr;
@@ -322,15 +336,7 @@ TEST_CASE("distill_step lowers the distillation loss on a batch; predict_logits 
   tensor<float, 4> x;
   std::vector<std::int32_t> y;
   blobs(24, 2, x, y);
-  // The teacher: a wider network trained on the labels.
-  nn::sequential teacher = small_cnn(7, 8);
-  train::adam topt({0.02f});
-  train::epoch_options eo;
-  eo.batch_size = 8;
-  for (index_t e = 0; e < 6; ++e) {
-    eo.epoch = e;
-    train::train_epoch(teacher, x.cview(), train::view_of(y), topt, eo);
-  }
+  const nn::sequential teacher = trained_teacher(x, y, 7, 8, 6);
   const tensor<float, 2> tl = train::predict_logits(teacher, x.cview(), 7);  // batches 7, 7, 7, 3
   const tensor<float, 4> direct = teacher.forward(x.cview());
   REQUIRE(tl.shape() == extents<2>{24, 3});
@@ -359,17 +365,7 @@ TEST_CASE("distill_epoch: alpha = 0 is train_epoch bit for bit; deterministic pe
   tensor<float, 4> x;
   std::vector<std::int32_t> y;
   blobs(45, 4, x, y);
-  const tensor<float, 2> teacher = [&] {
-    nn::sequential t = small_cnn(11, 8);
-    train::adam opt({0.02f});
-    train::epoch_options eo;
-    eo.batch_size = 9;
-    for (index_t e = 0; e < 8; ++e) {
-      eo.epoch = e;
-      train::train_epoch(t, x.cview(), train::view_of(y), opt, eo);
-    }
-    return train::predict_logits(t, x.cview());
-  }();
+  const tensor<float, 2> teacher = train::predict_logits(trained_teacher(x, y, 11, 9, 8), x.cview());
 
   auto distill = [&](std::uint64_t seed, train::distill_options o, index_t epochs, std::vector<train::progress>* seen) {
     nn::sequential m = small_cnn(5);
