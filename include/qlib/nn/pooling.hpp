@@ -91,12 +91,14 @@ inline void max_into(T* __restrict out, const T* __restrict v, index_t n) noexce
     for (int j = 0; j < 16; ++j) out[c + j] = one(v[c + j], out[c + j]);
   for (; c < n; ++c) out[c] = one(v[c], out[c]);
 }
-// out = max(a, b, c, d) element-wise, n a multiple of 16 (NaN wins as in max_into).
+// out = max(a, b, c, d) element-wise (NaN wins as in max_into): blocks of 16, then a tail.
 template <class T>
 inline void max4_into(T* __restrict out, const T* a, const T* b, const T* c, const T* d, index_t n) noexcept {
   auto one = [](T v, T m) { return ((v > m) | (v != v)) ? v : m; };
-  for (index_t i = 0; i < n; i += 16)
+  index_t i = 0;
+  for (; i + 16 <= n; i += 16)
     for (int j = 0; j < 16; ++j) out[i + j] = one(d[i + j], one(c[i + j], one(b[i + j], a[i + j])));
+  for (; i < n; ++i) out[i] = one(d[i], one(c[i], one(b[i], a[i])));
 }
 // out = v (no call to memmove for a few bytes).
 template <class T>
@@ -118,7 +120,7 @@ tensor<T, 4> pool(const max_pool2d& p, tensor_view<const T, 4> x) {
   tensor<T, 4> y(extents<4>{g.batch, g.out_h, g.out_w, c});
   T* out = y.data();
   if (o.kernel_h == 2 && o.kernel_w == 2 && o.stride_h == 2 && o.stride_w == 2 && o.pad_h == 0 && o.pad_w == 0 &&
-      x.stride(2) == c && c % 16 == 0) {  // the usual 2x2/2 pooling: two input rows per output row
+      x.stride(2) == c) {  // the usual 2x2/2 pooling: two input rows per output row
     for (index_t n = 0; n < g.batch; ++n)
       for (index_t oh = 0; oh < g.out_h; ++oh) {
         const T* r0 = x.data() + n * x.stride(0) + 2 * oh * x.stride(1);
