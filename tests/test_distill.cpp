@@ -56,8 +56,8 @@ struct ref_loss {
 // The textbook definition: mean_i alpha T^2 sum_j p_t log(p_t / p_s) + (1 - alpha) (-log p_s1[y]),
 // on probabilities, or (log_domain, for logits whose probabilities underflow even in long
 // double) on log-probabilities.
-ref_loss reference(const tensor<float, 2>& zs, const tensor<float, 2>& zt, const std::vector<std::int32_t>& y,
-                   double t, double alpha, bool log_domain = false) {
+ref_loss distill_reference(const tensor<float, 2>& zs, const tensor<float, 2>& zt, const std::vector<std::int32_t>& y,
+                           double t, double alpha, bool log_domain = false) {
   const index_t n = zs.shape(0), k = zs.shape(1);
   long double kl = 0, ce = 0;
   for (index_t i = 0; i < n; ++i) {
@@ -155,7 +155,7 @@ TEST_CASE("distillation loss: value vs the direct formula, gradient vs the close
     const tensor<float, 2> zs = rand_logits(n, k), zt = rand_logits(n, k, -8.0f, 8.0f);
     const auto y = rand_labels(n, k);
     const auto r = train::distillation_loss(zs.cview(), zt.cview(), train::view_of(y), {t, alpha});
-    const ref_loss ref = reference(zs, zt, y, t, alpha);
+    const ref_loss ref = distill_reference(zs, zt, y, t, alpha);
     CHECK(r.loss == Approx(static_cast<double>(ref.loss)).epsilon(1e-6));
     CHECK(r.kl == Approx(static_cast<double>(ref.kl)).epsilon(1e-6));
     CHECK(r.kl > 0.0f);
@@ -197,9 +197,9 @@ TEST_CASE("distillation loss: gradient matches finite differences of the direct 
       for (index_t j = 0; j < k; ++j) {
         const float saved = zs(i, j), h = 1.0f / 256;
         zs(i, j) = saved + h;
-        const long double up = reference(zs, zt, y, t, alpha).loss;
+        const long double up = distill_reference(zs, zt, y, t, alpha).loss;
         zs(i, j) = saved - h;
-        const long double down = reference(zs, zt, y, t, alpha).loss;
+        const long double down = distill_reference(zs, zt, y, t, alpha).loss;
         zs(i, j) = saved;
         const double numeric = static_cast<double>((up - down) / (2.0L * h));
         INFO("logit " << i << "," << j << " numeric " << numeric << " analytic " << r.grad(i, j));
@@ -275,7 +275,7 @@ TEST_CASE("distillation loss: stable on large logits and extreme temperatures", 
     CHECK(std::isfinite(r.loss));
     CHECK(r.kl >= 0.0f);
     for (float g : r.grad) CHECK(std::isfinite(g));
-    const ref_loss ref = reference(zs, zt, y, t, 0.7, true);
+    const ref_loss ref = distill_reference(zs, zt, y, t, 0.7, true);
     CHECK(r.loss == Approx(static_cast<double>(ref.loss)).epsilon(1e-5));
     CHECK(r.kl == Approx(static_cast<double>(ref.kl)).epsilon(1e-5));
   }
