@@ -243,44 +243,19 @@ epoch_result distill_epoch(nn::sequential& student, tensor_view<const float, 4> 
              std::string(who) + ": teacher logits " + qlib::detail::extents_string(teacher_logits.shape()) + " for " +
                  std::to_string(n) + " samples");
   student.output_shape({std::min(n, eo.batch_size), x.shape(1), x.shape(2), x.shape(3)});
-  std::vector<index_t> order;
-  if (eo.shuffle) {
-    rng g(eo.seed, 0x5eed000000000000ull + static_cast<std::uint64_t>(eo.epoch));  // train_epoch's stream
-    order = shuffled_indices(n, g);
-  } else {
-    order.resize(static_cast<std::size_t>(n));
-    for (index_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
-  }
-  const index_t full = n / eo.batch_size;
-  const index_t steps = (eo.drop_last || n % eo.batch_size == 0) ? full : full + 1;
-  QLIB_CHECK(steps > 0, errc::invalid_argument,
-             std::string(who) + ": drop_last with fewer samples than one batch leaves no step");
   workspace ws;
-  tensor<float, 4> xb;
   tensor<float, 2> tb;
-  std::vector<std::int32_t> yb;
-  epoch_result r;
-  double loss_sum = 0.0;
-  index_t correct = 0;
-  for (index_t s = 0; s < steps; ++s) {
-    const auto begin = static_cast<std::size_t>(s * eo.batch_size);
-    const auto end = std::min(begin + static_cast<std::size_t>(eo.batch_size), order.size());
-    detail::gather_batch(x, labels, order, begin, end, xb, yb);
-    const index_t b = static_cast<index_t>(end - begin);
-    if (tb.shape() != extents<2>{b, k}) tb = tensor<float, 2>(extents<2>{b, k});
-    for (index_t i = 0; i < b; ++i)
-      for (index_t j = 0; j < k; ++j) tb(i, j) = teacher_logits(order[begin + static_cast<std::size_t>(i)], j);
-    if (eo.learning_rate) opt.set_lr(eo.learning_rate(eo.epoch * steps + s));
-    const distill_step_result sr = distill_step(student, xb.cview(), view_of(yb), tb.cview(), o, opt, ws);
-    loss_sum += static_cast<double>(sr.loss) * static_cast<double>(sr.count);
-    correct += sr.correct;
-    r.samples += sr.count;
-    r.steps = s + 1;
-    r.mean_loss = loss_sum / static_cast<double>(r.samples);
-    r.accuracy = static_cast<double>(correct) / static_cast<double>(r.samples);
-    if (on_step) on_step({eo.epoch, s, steps, sr.loss, r.mean_loss, r.accuracy, r.samples});
-  }
-  return r;
+  return detail::run_epoch(
+      x, labels, opt, eo, on_step, who,
+      [&](const tensor<float, 4>& xb, const std::vector<std::int32_t>& yb, const std::vector<index_t>& order,
+          std::size_t begin, std::size_t end) {
+        const index_t b = static_cast<index_t>(end - begin);
+        if (tb.shape() != extents<2>{b, k}) tb = tensor<float, 2>(extents<2>{b, k});
+        for (index_t i = 0; i < b; ++i)  // the teacher's logits of the same samples
+          for (index_t j = 0; j < k; ++j) tb(i, j) = teacher_logits(order[begin + static_cast<std::size_t>(i)], j);
+        const distill_step_result sr = distill_step(student, xb.cview(), view_of(yb), tb.cview(), o, opt, ws);
+        return step_result{sr.loss, sr.correct, sr.count};
+      });
 }
 
 }  // namespace train

@@ -432,38 +432,12 @@ template <class Optimizer>
 epoch_result train_epoch(qat_model& model, tensor_view<const float, 4> x, labels_view labels, Optimizer& opt,
                          const epoch_options& eo = {}, const progress_callback& on_step = {}) {
   detail::check_dataset(x, labels, eo.batch_size, "train::train_epoch (QAT)");
-  const index_t n = x.shape(0);
-  std::vector<index_t> order;
-  if (eo.shuffle) {
-    rng g(eo.seed, 0x5eed000000000000ull + static_cast<std::uint64_t>(eo.epoch));
-    order = shuffled_indices(n, g);
-  } else {
-    for (index_t i = 0; i < n; ++i) order.push_back(i);
-  }
-  const index_t full = n / eo.batch_size;
-  const index_t steps = (eo.drop_last || n % eo.batch_size == 0) ? full : full + 1;
-  QLIB_CHECK(steps > 0, errc::invalid_argument, "train::train_epoch (QAT): drop_last leaves no step");
   qat_workspace ws;
-  tensor<float, 4> xb;
-  std::vector<std::int32_t> yb;
-  epoch_result r;
-  double loss_sum = 0.0;
-  index_t correct = 0;
-  for (index_t s = 0; s < steps; ++s) {
-    const auto begin = static_cast<std::size_t>(s * eo.batch_size);
-    const auto end = std::min(begin + static_cast<std::size_t>(eo.batch_size), order.size());
-    detail::gather_batch(x, labels, order, begin, end, xb, yb);
-    if (eo.learning_rate) opt.set_lr(eo.learning_rate(eo.epoch * steps + s));
-    const step_result sr = train_step(model, xb.cview(), view_of(yb), opt, ws);
-    loss_sum += static_cast<double>(sr.loss) * static_cast<double>(sr.count);
-    correct += sr.correct;
-    r.samples += sr.count;
-    r.steps = s + 1;
-    r.mean_loss = loss_sum / static_cast<double>(r.samples);
-    r.accuracy = static_cast<double>(correct) / static_cast<double>(r.samples);
-    if (on_step) on_step({eo.epoch, s, steps, sr.loss, r.mean_loss, r.accuracy, r.samples});
-  }
-  return r;
+  return detail::run_epoch(x, labels, opt, eo, on_step, "train::train_epoch (QAT)",
+                           [&](const tensor<float, 4>& xb, const std::vector<std::int32_t>& yb,
+                               const std::vector<index_t>&, std::size_t, std::size_t) {
+                             return train_step(model, xb.cview(), view_of(yb), opt, ws);
+                           });
 }
 
 // Loss and accuracy of the fake-quantized model in inference mode.

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "qlib/train/backward.hpp"
@@ -117,12 +118,16 @@ struct epoch_result {
 // One pass over (x [N, H, W, C], labels [N]) in batches, shuffled by train::rng(seed,
 // epoch) when opt.shuffle. Serial and in a fixed order: the same model, seed and options
 // give bit-identical weights.
-template <class Optimizer>
-epoch_result train_epoch(nn::sequential& model, tensor_view<const float, 4> x, labels_view labels, Optimizer& opt,
-                         const epoch_options& eo = {}, const progress_callback& on_step = {}) {
-  detail::check_dataset(x, labels, eo.batch_size, "train::train_epoch");
+namespace detail {
+// The epoch loop every trainer shares (train_epoch, QAT's and distill_epoch): sample
+// order from rng(seed, epoch) when shuffling, batches gathered densely, the learning
+// rate set per global step, running loss and accuracy, progress after every step.
+// step(xb, yb, order, begin, end) runs one optimizer step on samples order[begin, end)
+// and returns their step_result.
+template <class Optimizer, class Step>
+epoch_result run_epoch(tensor_view<const float, 4> x, labels_view labels, Optimizer& opt, const epoch_options& eo,
+                       const progress_callback& on_step, const std::string& who, Step&& step) {
   const index_t n = x.shape(0);
-  model.output_shape({std::min(n, eo.batch_size), x.shape(1), x.shape(2), x.shape(3)});
   std::vector<index_t> order;
   if (eo.shuffle) {
     rng g(eo.seed, 0x5eed000000000000ull + static_cast<std::uint64_t>(eo.epoch));
@@ -133,9 +138,7 @@ epoch_result train_epoch(nn::sequential& model, tensor_view<const float, 4> x, l
   }
   const index_t full = n / eo.batch_size;
   const index_t steps = (eo.drop_last || n % eo.batch_size == 0) ? full : full + 1;
-  QLIB_CHECK(steps > 0, errc::invalid_argument,
-             "train::train_epoch: drop_last with fewer samples than one batch leaves no step");
-  workspace ws;
+  QLIB_CHECK(steps > 0, errc::invalid_argument, who + ": drop_last with fewer samples than one batch leaves no step");
   tensor<float, 4> xb;
   std::vector<std::int32_t> yb;
   epoch_result r;
@@ -144,9 +147,9 @@ epoch_result train_epoch(nn::sequential& model, tensor_view<const float, 4> x, l
   for (index_t s = 0; s < steps; ++s) {
     const auto begin = static_cast<std::size_t>(s * eo.batch_size);
     const auto end = std::min(begin + static_cast<std::size_t>(eo.batch_size), order.size());
-    detail::gather_batch(x, labels, order, begin, end, xb, yb);
+    gather_batch(x, labels, order, begin, end, xb, yb);
     if (eo.learning_rate) opt.set_lr(eo.learning_rate(eo.epoch * steps + s));
-    const step_result sr = train_step(model, xb.cview(), view_of(yb), opt, ws);
+    const step_result sr = step(xb, yb, order, begin, end);
     loss_sum += static_cast<double>(sr.loss) * static_cast<double>(sr.count);
     correct += sr.correct;
     r.samples += sr.count;
@@ -156,6 +159,20 @@ epoch_result train_epoch(nn::sequential& model, tensor_view<const float, 4> x, l
     if (on_step) on_step({eo.epoch, s, steps, sr.loss, r.mean_loss, r.accuracy, r.samples});
   }
   return r;
+}
+}  // namespace detail
+
+template <class Optimizer>
+epoch_result train_epoch(nn::sequential& model, tensor_view<const float, 4> x, labels_view labels, Optimizer& opt,
+                         const epoch_options& eo = {}, const progress_callback& on_step = {}) {
+  detail::check_dataset(x, labels, eo.batch_size, "train::train_epoch");
+  model.output_shape({std::min(x.shape(0), eo.batch_size), x.shape(1), x.shape(2), x.shape(3)});
+  workspace ws;
+  return detail::run_epoch(x, labels, opt, eo, on_step, "train::train_epoch",
+                           [&](const tensor<float, 4>& xb, const std::vector<std::int32_t>& yb,
+                               const std::vector<index_t>&, std::size_t, std::size_t) {
+                             return train_step(model, xb.cview(), view_of(yb), opt, ws);
+                           });
 }
 
 struct evaluation {
