@@ -572,6 +572,170 @@ TEST_CASE("training is deterministic: the same seed gives bit-identical weights"
   CHECK(differ);
 }
 
+namespace {
+// Every trainable value of a and b (weights, biases, BN affine) has the same bits.
+bool same_parameters(nn::sequential& a, nn::sequential& b) {
+  const train::gradients ga = train::make_gradients(a), gb = train::make_gradients(b);
+  const std::vector<train::parameter> pa = train::parameters(a, ga), pb = train::parameters(b, gb);
+  if (pa.size() != pb.size()) return false;
+  for (std::size_t k = 0; k < pa.size(); ++k)
+    for (index_t i = 0; i < pa[k].size; ++i)
+      if (pa[k].size != pb[k].size || !qlib_test::same_bits(pa[k].value[i], pb[k].value[i])) return false;
+  return true;
+}
+}  // namespace
+
+TEST_CASE("augmentation: flip and shift of an image, reproducible draws; off leaves training as it was",
+          "[train][augment]") {
+  SECTION("flip_shift on a hand-made image") {
+    // 3x4 pixels, 2 channels: channel 0 holds 10 h + w + 1, channel 1 the same + 100.
+    auto image = [] {
+      tensor<float, 3> t(extents<3>{3, 4, 2});
+      for (index_t h = 0; h < 3; ++h)
+        for (index_t w = 0; w < 4; ++w)
+          for (index_t c = 0; c < 2; ++c) t(h, w, c) = static_cast<float>(10 * h + w + 1 + 100 * c);
+      return t;
+    };
+    auto expect = [](const tensor<float, 3>& t, const std::vector<float>& ch0) {
+      for (index_t h = 0; h < 3; ++h)
+        for (index_t w = 0; w < 4; ++w) {
+          const float v = ch0[static_cast<std::size_t>(h * 4 + w)];
+          INFO("pixel " << h << ", " << w);
+          CHECK(t(h, w, 0) == v);
+          CHECK(t(h, w, 1) == (v == 0.0f ? 0.0f : v + 100.0f));
+        }
+    };
+    tensor<float, 3> t = image();
+    train::flip_shift(t.view(), false, 0, 0);
+    expect(t, {1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 24});
+    t = image();
+    train::flip_shift(t.view(), true, 0, 0);
+    expect(t, {4, 3, 2, 1, 14, 13, 12, 11, 24, 23, 22, 21});
+    t = image();
+    train::flip_shift(t.view(), false, 1, -2);  // down 1, left 2
+    expect(t, {0, 0, 0, 0, 3, 4, 0, 0, 13, 14, 0, 0});
+    t = image();
+    train::flip_shift(t.view(), true, -1, 1);  // mirrored, then up 1, right 1
+    expect(t, {0, 14, 13, 12, 0, 24, 23, 22, 0, 0, 0, 0});
+    t = image();
+    train::flip_shift(t.view(), false, 0, 4);  // moved out entirely
+    expect(t, std::vector<float>(12, 0.0f));
+  }
+  SECTION("augment_batch draws flip, dy, dx per sample; the same seed gives the same batch") {
+    const tensor<float, 4> x = rand_tensor({6, 5, 5, 1});
+    const train::augmentation a{true, 2};
+    auto augmented = [&](std::uint64_t seed) {
+      tensor<float, 4> b(x);
+      train::rng g(seed);
+      train::augment_batch(b.view(), a, g);
+      return b;
+    };
+    auto same = [](const tensor<float, 4>& p, const tensor<float, 4>& q) {
+      for (index_t i = 0; i < p.size(); ++i)
+        if (!qlib_test::same_bits(p.data()[i], q.data()[i])) return false;
+      return true;
+    };
+    // By hand: the documented draws, sample by sample.
+    tensor<float, 4> manual(x);
+    train::rng g(5);
+    int flips = 0, shifted = 0;
+    for (index_t s = 0; s < 6; ++s) {
+      const bool flip = g.below(2) == 1;
+      const auto dy = static_cast<index_t>(g.below(5)) - 2, dx = static_cast<index_t>(g.below(5)) - 2;
+      flips += flip ? 1 : 0;
+      shifted += dy != 0 || dx != 0 ? 1 : 0;
+      train::flip_shift(tensor_view<float, 3>(manual.data() + s * 25, {5, 5, 1}), flip, dy, dx);
+    }
+    CHECK(flips > 0);
+    CHECK(shifted > 0);
+    CHECK(same(augmented(5), manual));
+    CHECK(same(augmented(5), augmented(5)));
+    CHECK_FALSE(same(augmented(5), augmented(6)));
+    CHECK_FALSE(same(augmented(5), x));
+    // Off: nothing changes and nothing is drawn.
+    tensor<float, 4> b(x);
+    train::rng g0(5);
+    train::augment_batch(b.view(), {}, g0);
+    CHECK(same(b, x));
+    CHECK(g0.next_u64() == train::rng(5).next_u64());
+    train::rng g1(5);
+    QLIB_REQUIRE_ERROR(train::augment_batch(b.view(), {false, -1}, g1), errc::invalid_argument);
+  }
+  SECTION("the epoch loop augments batch s of epoch e with augmentation_rng(seed, e, s)") {
+    const tensor<float, 4> x = rand_tensor({10, 6, 6, 1});
+    const std::vector<std::int32_t> y{0, 1, 2, 0, 1, 2, 0, 1, 2, 0};
+    train::sgd opt;
+    train::epoch_options eo;
+    eo.batch_size = 4;
+    eo.seed = 7;
+    eo.epoch = 3;
+    eo.augment = {true, 1};
+    std::vector<tensor<float, 4>> seen;
+    train::detail::run_epoch(x.cview(), train::view_of(y), opt, eo, {}, "test",
+                             [&](const tensor<float, 4>& xb, const std::vector<std::int32_t>&,
+                                 const std::vector<index_t>&, std::size_t, std::size_t) {
+                               seen.push_back(xb);
+                               return train::step_result{0.0f, 0, xb.shape(0)};
+                             });
+    REQUIRE(seen.size() == 3u);
+    train::rng order_rng(7, 0x5eed000000000000ull + 3);
+    const std::vector<index_t> order = train::shuffled_indices(10, order_rng);
+    for (index_t s = 0; s < 3; ++s) {
+      tensor<float, 4> xb;
+      std::vector<std::int32_t> yb;
+      train::detail::gather_batch(x.cview(), train::view_of(y), order, static_cast<std::size_t>(4 * s),
+                                  std::min<std::size_t>(10, static_cast<std::size_t>(4 * s + 4)), xb, yb);
+      train::rng g = train::augmentation_rng(7, 3, s);
+      train::augment_batch(xb.view(), eo.augment, g);
+      REQUIRE(xb.shape() == seen[static_cast<std::size_t>(s)].shape());
+      for (index_t i = 0; i < xb.size(); ++i)
+        CHECK(qlib_test::same_bits(xb.data()[i], seen[static_cast<std::size_t>(s)].data()[i]));
+    }
+    eo.augment.shift = -1;
+    nn::sequential m{nn::flatten{}, nn::linear(36, 3)};
+    QLIB_REQUIRE_ERROR(train::train_epoch(m, x.cview(), train::view_of(y), opt, eo), errc::invalid_argument);
+  }
+  SECTION("training: off gives the loop without augmentation bit for bit; on is reproducible per seed") {
+    const tensor<float, 4> x = rand_tensor({40, 8, 8, 2});
+    std::vector<std::int32_t> y(40);
+    for (auto& v : y) v = rand_int(0, 4);
+    auto run = [&](std::uint64_t seed, train::augmentation a) {
+      nn::sequential m = small_cnn(3);
+      train::adam opt({0.01f});
+      train::epoch_options eo;
+      eo.batch_size = 16;
+      eo.seed = seed;
+      eo.augment = a;
+      for (index_t e = 0; e < 2; ++e) {
+        eo.epoch = e;
+        train::train_epoch(m, x.cview(), train::view_of(y), opt, eo);
+      }
+      return m;
+    };
+    // The loop as it was before augmentation existed: shuffle, gather, train_step.
+    nn::sequential ref = small_cnn(3);
+    train::adam opt({0.01f});
+    train::workspace ws;
+    for (index_t e = 0; e < 2; ++e) {
+      train::rng g(4, 0x5eed000000000000ull + static_cast<std::uint64_t>(e));
+      const std::vector<index_t> order = train::shuffled_indices(40, g);
+      for (std::size_t b = 0; b < 40; b += 16) {
+        tensor<float, 4> xb;
+        std::vector<std::int32_t> yb;
+        train::detail::gather_batch(x.cview(), train::view_of(y), order, b, std::min<std::size_t>(40, b + 16), xb, yb);
+        train::train_step(ref, xb.cview(), train::view_of(yb), opt, ws);
+      }
+    }
+    nn::sequential off = run(4, {});
+    CHECK(same_parameters(off, ref));
+    nn::sequential on1 = run(4, {true, 1}), on2 = run(4, {true, 1}), on3 = run(5, {true, 1}), off5 = run(5, {});
+    CHECK(same_parameters(on1, on2));
+    CHECK_FALSE(same_parameters(on1, off));
+    CHECK_FALSE(same_parameters(on1, on3));
+    CHECK_FALSE(same_parameters(on3, off5));
+  }
+}
+
 TEST_CASE("a small CNN learns a separable problem; progress is reported every step", "[train][learn]") {
   // Class k in {0, 1, 2}: a bright 3x3 blob in a region chosen by k, on noise.
   const index_t n = 96;

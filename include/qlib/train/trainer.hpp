@@ -85,6 +85,56 @@ inline void check_dataset(tensor_view<const float, 4> x, labels_view labels, ind
 }
 }  // namespace detail
 
+// Random data augmentation of training batches (epoch_options::augment; default none).
+// Each sample is mirrored left-right with probability 1/2 (flip), then translated by
+// (dy, dx), each uniform in [-shift, shift], with zero fill. Labels are unchanged.
+struct augmentation {
+  bool flip = false;
+  index_t shift = 0;  // largest translation in pixels, per axis (H and W)
+  bool enabled() const noexcept { return flip || shift > 0; }
+};
+
+// One image [H, W, C] (dense) in place: mirrored along W when flip, then moved by dy rows
+// and dx columns: out(h, w) = in'(h - dy, w - dx), 0 where h - dy or w - dx is outside.
+inline void flip_shift(tensor_view<float, 3> img, bool flip, index_t dy, index_t dx) {
+  QLIB_CHECK(img.is_contiguous(), errc::invalid_argument, "train::flip_shift: the image must be dense");
+  const index_t h = img.shape(0), w = img.shape(1), c = img.shape(2);
+  const std::vector<float> in(img.data(), img.data() + img.size());
+  for (index_t i = 0; i < h; ++i)
+    for (index_t j = 0; j < w; ++j) {
+      const index_t si = i - dy, sj0 = j - dx;
+      const bool inside = si >= 0 && si < h && sj0 >= 0 && sj0 < w;
+      const index_t sj = flip ? w - 1 - sj0 : sj0;
+      for (index_t k = 0; k < c; ++k) img(i, j, k) = inside ? in[static_cast<std::size_t>((si * w + sj) * c + k)] : 0.0f;
+    }
+}
+
+// Augments every sample of a dense batch [N, H, W, C] with draws from g, sample by
+// sample: flip = g.below(2) == 1 (when a.flip), then dy and dx = g.below(2 shift + 1) -
+// shift (when a.shift > 0).
+inline void augment_batch(tensor_view<float, 4> x, const augmentation& a, rng& g) {
+  QLIB_CHECK(a.shift >= 0, errc::invalid_argument,
+             "train::augment_batch: shift must be >= 0, got " + std::to_string(a.shift));
+  QLIB_CHECK(x.is_contiguous(), errc::invalid_argument, "train::augment_batch: the batch must be dense");
+  const index_t per = x.shape(1) * x.shape(2) * x.shape(3);
+  const auto span = static_cast<std::uint64_t>(2 * a.shift + 1);
+  for (index_t s = 0; s < x.shape(0); ++s) {
+    const bool flip = a.flip && g.below(2) == 1;
+    index_t dy = 0, dx = 0;
+    if (a.shift > 0) {
+      dy = static_cast<index_t>(g.below(span)) - a.shift;
+      dx = static_cast<index_t>(g.below(span)) - a.shift;
+    }
+    flip_shift(tensor_view<float, 3>(x.data() + s * per, {x.shape(1), x.shape(2), x.shape(3)}), flip, dy, dx);
+  }
+}
+
+// The generator the epoch loop augments batch `step` of epoch `epoch` with: every
+// (seed, epoch, step) has its own stream, so a run is reproducible batch by batch.
+inline rng augmentation_rng(std::uint64_t seed, index_t epoch, index_t step) {
+  return rng(seed, 0xa0a0000000000000ull ^ (static_cast<std::uint64_t>(epoch) << 24) ^ static_cast<std::uint64_t>(step));
+}
+
 struct epoch_options {
   index_t batch_size = 64;
   std::uint64_t seed = 0;  // with `epoch`, fixes the sample order
@@ -94,6 +144,9 @@ struct epoch_options {
   // Optional: the learning rate for a global step (epoch * steps per epoch + step), set
   // on the optimizer before the step (e.g. a train::cosine_schedule).
   std::function<float(index_t)> learning_rate;
+  // Off by default (the batches are the samples as they are). On: each batch is augmented
+  // after gathering with augmentation_rng(seed, epoch, step), before the step sees it.
+  augmentation augment;
 };
 
 // Reported after every step.
@@ -115,18 +168,18 @@ struct epoch_result {
   index_t samples = 0;
 };
 
-// One pass over (x [N, H, W, C], labels [N]) in batches, shuffled by train::rng(seed,
-// epoch) when opt.shuffle. Serial and in a fixed order: the same model, seed and options
-// give bit-identical weights.
 namespace detail {
 // The epoch loop every trainer shares (train_epoch, QAT's and distill_epoch): sample
 // order from rng(seed, epoch) when shuffling, batches gathered densely, the learning
-// rate set per global step, running loss and accuracy, progress after every step.
-// step(xb, yb, order, begin, end) runs one optimizer step on samples order[begin, end)
-// and returns their step_result.
+// rate set per global step, optional augmentation, running loss and accuracy, progress
+// after every step.
+// step(xb, yb, order, begin, end) runs one optimizer step on the batch xb (samples
+// order[begin, end), augmented when eo.augment is on) and returns its step_result.
 template <class Optimizer, class Step>
 epoch_result run_epoch(tensor_view<const float, 4> x, labels_view labels, Optimizer& opt, const epoch_options& eo,
                        const progress_callback& on_step, const std::string& who, Step&& step) {
+  QLIB_CHECK(eo.augment.shift >= 0, errc::invalid_argument,
+             who + ": augment.shift must be >= 0, got " + std::to_string(eo.augment.shift));
   const index_t n = x.shape(0);
   std::vector<index_t> order;
   if (eo.shuffle) {
@@ -148,6 +201,10 @@ epoch_result run_epoch(tensor_view<const float, 4> x, labels_view labels, Optimi
     const auto begin = static_cast<std::size_t>(s * eo.batch_size);
     const auto end = std::min(begin + static_cast<std::size_t>(eo.batch_size), order.size());
     gather_batch(x, labels, order, begin, end, xb, yb);
+    if (eo.augment.enabled()) {
+      rng g = augmentation_rng(eo.seed, eo.epoch, s);
+      augment_batch(xb.view(), eo.augment, g);
+    }
     if (eo.learning_rate) opt.set_lr(eo.learning_rate(eo.epoch * steps + s));
     const step_result sr = step(xb, yb, order, begin, end);
     loss_sum += static_cast<double>(sr.loss) * static_cast<double>(sr.count);
@@ -162,6 +219,9 @@ epoch_result run_epoch(tensor_view<const float, 4> x, labels_view labels, Optimi
 }
 }  // namespace detail
 
+// One pass over (x [N, H, W, C], labels [N]) in batches, shuffled by train::rng(seed,
+// epoch) when eo.shuffle, augmented when eo.augment is on. Serial and in a fixed order:
+// the same model, seed and options give bit-identical weights.
 template <class Optimizer>
 epoch_result train_epoch(nn::sequential& model, tensor_view<const float, 4> x, labels_view labels, Optimizer& opt,
                          const epoch_options& eo = {}, const progress_callback& on_step = {}) {
