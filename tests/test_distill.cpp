@@ -1,6 +1,7 @@
 // Tests for knowledge distillation: the Hinton loss against a direct formula and finite differences, its special cases, errors, steps and epochs.
 #include "qlib/train/distill.hpp"
 
+#include "qlib/nn.hpp"
 #include "qlib/train.hpp"
 #include "test_util.hpp"
 
@@ -429,4 +430,146 @@ TEST_CASE("distill_epoch: alpha = 0 is train_epoch bit for bit; deterministic pe
     REQUIRE(seen.size() == 50u);
     CHECK(seen.back().mean_loss < seen.front().mean_loss);
   }
+}
+
+namespace {
+// A teacher that records every batch it is shown, then answers as `inner`.
+struct recording_teacher {
+  const nn::sequential* inner;
+  mutable std::vector<tensor<float, 4>> seen;
+  tensor<float, 4> forward(tensor_view<const float, 4> x) const {
+    seen.emplace_back(x);
+    return inner->forward(x);
+  }
+};
+}  // namespace
+
+TEST_CASE("distill_epoch with an online teacher: the precomputed logits' weights without augmentation; the teacher "
+          "sees the augmented batch",
+          "[distill][online]") {
+  tensor<float, 4> x;
+  std::vector<std::int32_t> y;
+  blobs(45, 4, x, y);
+  const nn::sequential teacher = trained_teacher(x, y, 11, 9, 8);
+  nn::static_quantizer<minmax_observer> sq(teacher);
+  sq.observe(x.cview());
+  const nn::quantized_sequential int8_teacher = sq.convert();
+  const train::distill_options o{2.0f, 0.7f};
+  // Two epochs of batches 10, 10, 10, 10, 5 from a fresh student; `teach` runs one epoch.
+  auto run = [&](train::augmentation a, auto&& teach) {
+    nn::sequential m = small_cnn(5);
+    train::adam opt({0.02f});
+    train::epoch_options eo;
+    eo.batch_size = 10;
+    eo.seed = 3;
+    eo.augment = a;
+    for (index_t e = 0; e < 2; ++e) {
+      eo.epoch = e;
+      teach(m, opt, eo);
+    }
+    return m;
+  };
+  auto offline = [&](const tensor<float, 2>& logits) {
+    return [&](nn::sequential& m, train::adam& opt, const train::epoch_options& eo) {
+      train::distill_epoch(m, x.cview(), train::view_of(y), logits.cview(), opt, o, eo);
+    };
+  };
+  auto online = [&](const auto& t) {
+    return [&](nn::sequential& m, train::adam& opt, const train::epoch_options& eo) {
+      train::distill_epoch(m, x.cview(), train::view_of(y), t, opt, o, eo);
+    };
+  };
+  const tensor<float, 2> float_logits = train::predict_logits(teacher, x.cview());
+  const tensor<float, 2> int8_logits = train::predict_logits(int8_teacher, x.cview());
+  CHECK(same_weights(run({}, online(teacher)), run({}, offline(float_logits))));
+  CHECK(same_weights(run({}, online(int8_teacher)), run({}, offline(int8_logits))));
+  CHECK_FALSE(same_weights(run({}, online(teacher)), run({}, online(int8_teacher))));
+
+  // With augmentation the teacher gets the student's augmented batches (gathered in the
+  // epoch's order, then augmented with augmentation_rng(seed, epoch, step)).
+  const train::augmentation aug{true, 1};
+  recording_teacher rec{&teacher, {}};
+  const nn::sequential a = run(aug, online(rec));
+  REQUIRE(rec.seen.size() == 10u);
+  for (index_t e = 0; e < 2; ++e) {
+    train::rng order_rng(3, 0x5eed000000000000ull + static_cast<std::uint64_t>(e));
+    const std::vector<index_t> order = train::shuffled_indices(45, order_rng);
+    for (index_t s = 0; s < 5; ++s) {
+      tensor<float, 4> xb;
+      std::vector<std::int32_t> yb;
+      const auto b0 = static_cast<std::size_t>(10 * s);
+      train::detail::gather_batch(x.cview(), train::view_of(y), order, b0, std::min<std::size_t>(45, b0 + 10), xb, yb);
+      train::rng g = train::augmentation_rng(3, e, s);
+      train::augment_batch(xb.view(), aug, g);
+      const tensor<float, 4>& got = rec.seen[static_cast<std::size_t>(5 * e + s)];
+      REQUIRE(got.shape() == xb.shape());
+      bool same = true;
+      for (index_t i = 0; i < xb.size(); ++i) same = same && qlib_test::same_bits(got.data()[i], xb.data()[i]);
+      CHECK(same);
+    }
+  }
+  CHECK(same_weights(a, run(aug, online(teacher))));
+  CHECK_FALSE(same_weights(a, run(aug, offline(float_logits))));  // the stored logits belong to unaugmented images
+}
+
+TEST_CASE("distill_epoch trains a QAT student: alpha = 0 is QAT's train_epoch bit for bit; distillation lowers the "
+          "KL to a float teacher",
+          "[distill][qat]") {
+  tensor<float, 4> x;
+  std::vector<std::int32_t> y;
+  blobs(45, 4, x, y);
+  const nn::sequential teacher = trained_teacher(x, y, 11, 9, 8);
+  const tensor<float, 2> logits = train::predict_logits(teacher, x.cview());
+  nn::sequential start = trained_teacher(x, y, 2, 9, 2);  // a float student to quantize
+  train::qat_options qo;
+  qo.weight_scheme = schemes::s4_symmetric;
+  qo.lsq_weights = true;
+  auto run = [&](auto&& teach) {
+    train::qat_model q(start, qo);
+    train::adam opt({0.005f});
+    train::epoch_options eo;
+    eo.batch_size = 10;
+    eo.seed = 6;
+    eo.augment = {true, 1};
+    for (index_t e = 0; e < 3; ++e) {
+      eo.epoch = e;
+      teach(q, opt, eo);
+    }
+    return q;
+  };
+  const train::qat_model plain = run([&](train::qat_model& q, train::adam& opt, const train::epoch_options& eo) {
+    train::train_epoch(q, x.cview(), train::view_of(y), opt, eo);
+  });
+  const train::qat_model kd0 = run([&](train::qat_model& q, train::adam& opt, const train::epoch_options& eo) {
+    train::distill_epoch(q, x.cview(), train::view_of(y), logits.cview(), opt, {4.0f, 0.0f}, eo);
+  });
+  CHECK(same_weights(plain.model(), kd0.model()));
+  for (std::size_t k = 0; k < plain.weight_quantizers().size(); ++k) {
+    const auto& a = plain.weight_quantizers()[k].params().scale;
+    const auto& b = kd0.weight_quantizers()[k].params().scale;
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(qlib_test::same_bits(a[i], b[i]));
+  }
+  for (std::size_t k = 0; k < plain.activation_quantizers().size(); ++k)
+    CHECK(plain.activation_quantizers()[k].params().scale == kd0.activation_quantizers()[k].params().scale);
+
+  // Distilled online from the float teacher, the quantized student moves towards it.
+  const train::distill_options o{2.0f, 0.9f};
+  auto kl_to_teacher = [&](const train::qat_model& q) {
+    return train::distillation_loss(train::predict_logits(q, x.cview()).cview(), logits.cview(), train::view_of(y), o)
+        .kl;
+  };
+  const train::qat_model kd = run([&](train::qat_model& q, train::adam& opt, const train::epoch_options& eo) {
+    train::distill_epoch(q, x.cview(), train::view_of(y), teacher, opt, o, eo);
+  });
+  INFO("KL to the teacher: plain QAT " << kl_to_teacher(plain) << ", distilled " << kl_to_teacher(kd));
+  CHECK(kl_to_teacher(kd) < kl_to_teacher(plain));
+  const tensor<float, 2> int8 = train::predict_logits(train::convert(kd), x.cview());
+  index_t correct = 0;
+  for (index_t i = 0; i < 45; ++i) {
+    index_t best = 0;
+    for (index_t j = 1; j < 3; ++j) best = int8(i, j) > int8(i, best) ? j : best;
+    correct += best == y[static_cast<std::size_t>(i)] ? 1 : 0;
+  }
+  CHECK(correct >= 40);
 }

@@ -1,4 +1,4 @@
-// Knowledge distillation (Hinton et al. 2015): the soft-target loss with its gradient, a distillation step and epoch.
+// Knowledge distillation (Hinton et al. 2015): the soft-target loss with its gradient, distillation steps and epochs for float and QAT students.
 #pragma once
 
 #include <algorithm>
@@ -6,11 +6,14 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "qlib/train/backward.hpp"
 #include "qlib/train/gradients.hpp"
 #include "qlib/train/loss.hpp"
+#include "qlib/train/qat.hpp"
 #include "qlib/train/rng.hpp"
 #include "qlib/train/trainer.hpp"
 
@@ -196,26 +199,39 @@ struct distill_step_result {
   index_t count = 0;           // batch size
 };
 
+namespace detail {
+// The step shared by both kinds of students: forward() returns the training-mode logits
+// [N, 1, 1, classes]; backward_step(dL/dlogits) backpropagates and steps the optimizer.
+template <class Forward, class BackwardStep>
+distill_step_result distill_step_impl(tensor_view<const float, 4> x, labels_view labels,
+                                      tensor_view<const float, 2> teacher_logits, const distill_options& o,
+                                      const char* who, Forward&& forward, BackwardStep&& backward_step) {
+  check_distill_options(o, who);
+  QLIB_CHECK(labels.shape(0) == x.shape(0) && teacher_logits.shape(0) == x.shape(0), errc::shape_mismatch,
+             std::string(who) + ": " + std::to_string(labels.shape(0)) + " labels and " +
+                 std::to_string(teacher_logits.shape(0)) + " teacher rows for a batch of " +
+                 std::to_string(x.shape(0)));
+  const tensor_view<const float, 4> logits = forward();
+  const distill_result<4> l = with_shape(
+      distillation_loss_2d(logits_2d(logits, who, "student"), teacher_logits, labels, o), logits.shape());
+  backward_step(l.grad.cview());
+  return {l.loss, l.kl, l.cross_entropy, l.correct, x.shape(0)};
+}
+}  // namespace detail
+
 // One step, as train_step with the distillation loss: training forward of the student,
 // distillation_loss against teacher_logits [N, classes] and labels, backward, opt.step().
 template <class Optimizer>
 distill_step_result distill_step(nn::sequential& student, tensor_view<const float, 4> x, labels_view labels,
                                  tensor_view<const float, 2> teacher_logits, const distill_options& o, Optimizer& opt,
                                  workspace& ws) {
-  detail::check_distill_options(o, "train::distill_step");
-  QLIB_CHECK(labels.shape(0) == x.shape(0) && teacher_logits.shape(0) == x.shape(0), errc::shape_mismatch,
-             "train::distill_step: " + std::to_string(labels.shape(0)) + " labels and " +
-                 std::to_string(teacher_logits.shape(0)) + " teacher rows for a batch of " +
-                 std::to_string(x.shape(0)));
   if (ws.grads.layers.size() != student.size()) ws.grads = make_gradients(student);
-  const tensor_view<const float, 4> logits = forward_train(student, x, ws.cache);
-  const distill_result<4> l = detail::with_shape(
-      detail::distillation_loss_2d(detail::logits_2d(logits, "train::distill_step", "student"), teacher_logits,
-                                   labels, o),
-      logits.shape());
-  backward(student, ws.cache, l.grad.cview(), ws.grads);
-  opt.step(parameters(student, ws.grads));
-  return {l.loss, l.kl, l.cross_entropy, l.correct, x.shape(0)};
+  return detail::distill_step_impl(
+      x, labels, teacher_logits, o, "train::distill_step", [&] { return forward_train(student, x, ws.cache); },
+      [&](tensor_view<const float, 4> dy) {
+        backward(student, ws.cache, dy, ws.grads);
+        opt.step(parameters(student, ws.grads));
+      });
 }
 
 template <class Optimizer>
@@ -226,35 +242,104 @@ distill_step_result distill_step(nn::sequential& student, tensor_view<const floa
   return distill_step(student, x, labels, teacher_logits, o, opt, ws);
 }
 
+// The same for a QAT student (a quantized student distilled from any teacher): the
+// fake-quantized training forward, the straight-through / LSQ backward and opt.step()
+// over student.parameters(), as QAT's train_step with the distillation loss.
+template <class Optimizer>
+distill_step_result distill_step(qat_model& student, tensor_view<const float, 4> x, labels_view labels,
+                                 tensor_view<const float, 2> teacher_logits, const distill_options& o, Optimizer& opt,
+                                 qat_workspace& ws) {
+  if (ws.grads.layers.size() != student.model().size()) ws.grads = student.make_gradients();
+  return detail::distill_step_impl(
+      x, labels, teacher_logits, o, "train::distill_step (QAT)", [&] { return student.forward_train(x, ws.cache); },
+      [&](tensor_view<const float, 4> dy) {
+        student.backward(ws.cache, dy, ws.grads);
+        opt.step(student.parameters(ws.grads));
+      });
+}
+
+namespace detail {
+// Per kind of student: its step buffers, and the check before an epoch.
+inline workspace student_workspace(const nn::sequential&) { return {}; }
+inline qat_workspace student_workspace(const qat_model&) { return {}; }
+inline void check_student(const nn::sequential& s, tensor_view<const float, 4> x, index_t batch) {
+  s.output_shape({std::min(x.shape(0), batch), x.shape(1), x.shape(2), x.shape(3)});
+}
+inline void check_student(const qat_model& s, tensor_view<const float, 4> x, index_t batch) {
+  s.model().output_shape({std::min(x.shape(0), batch), x.shape(1), x.shape(2), x.shape(3)});
+}
+
+// distill_epoch's loop; teacher(xb, order, begin, end) gives the batch's teacher logits [b, classes].
+template <class Student, class Optimizer, class Teacher>
+epoch_result distill_epoch_impl(Student& student, tensor_view<const float, 4> x, labels_view labels, Optimizer& opt,
+                                const distill_options& o, const epoch_options& eo, const progress_callback& on_step,
+                                Teacher&& teacher) {
+  const char* who = "train::distill_epoch";
+  check_dataset(x, labels, eo.batch_size, who);
+  check_distill_options(o, who);
+  check_student(student, x, eo.batch_size);
+  auto ws = student_workspace(student);
+  return run_epoch(x, labels, opt, eo, on_step, who,
+                   [&](const tensor<float, 4>& xb, const std::vector<std::int32_t>& yb,
+                       const std::vector<index_t>& order, std::size_t begin, std::size_t end) {
+                     const tensor_view<const float, 2> tb = teacher(xb, order, begin, end);
+                     const distill_step_result sr = distill_step(student, xb.cview(), view_of(yb), tb, o, opt, ws);
+                     return step_result{sr.loss, sr.correct, sr.count};
+                   });
+}
+
+// True for a teacher model: forward(tensor_view<const float, 4>) on a const object.
+template <class T, class = void>
+struct is_teacher_model : std::false_type {};
+template <class T>
+struct is_teacher_model<T, decltype(void(std::declval<const T&>().forward(std::declval<tensor_view<const float, 4>>())))>
+    : std::true_type {};
+}  // namespace detail
+
 // One distillation pass over (x [N, H, W, C], labels [N]) with teacher_logits [N, classes]
 // (row i belongs to sample i; e.g. predict_logits(teacher, x) or logits read from a
 // file), with train_epoch's batching, shuffle order (the same seed and epoch visit the
 // samples in the same order), learning-rate hook and progress (loss = the distillation
-// loss). Serial and deterministic.
-template <class Optimizer>
-epoch_result distill_epoch(nn::sequential& student, tensor_view<const float, 4> x, labels_view labels,
+// loss). The student is an nn::sequential or a qat_model. Serial and deterministic. With
+// eo.augment on, the student sees augmented images but the logits stay those of the
+// original samples: use the overload with a teacher model instead.
+template <class Student, class Optimizer>
+epoch_result distill_epoch(Student& student, tensor_view<const float, 4> x, labels_view labels,
                            tensor_view<const float, 2> teacher_logits, Optimizer& opt, const distill_options& o,
                            const epoch_options& eo = {}, const progress_callback& on_step = {}) {
-  const char* who = "train::distill_epoch";
-  detail::check_dataset(x, labels, eo.batch_size, who);
-  detail::check_distill_options(o, who);
-  const index_t n = x.shape(0), k = teacher_logits.shape(1);
-  QLIB_CHECK(teacher_logits.shape(0) == n && k > 0, errc::shape_mismatch,
-             std::string(who) + ": teacher logits " + qlib::detail::extents_string(teacher_logits.shape()) + " for " +
-                 std::to_string(n) + " samples");
-  student.output_shape({std::min(n, eo.batch_size), x.shape(1), x.shape(2), x.shape(3)});
-  workspace ws;
+  const index_t k = teacher_logits.shape(1);
+  QLIB_CHECK(teacher_logits.shape(0) == x.shape(0) && k > 0, errc::shape_mismatch,
+             "train::distill_epoch: teacher logits " + qlib::detail::extents_string(teacher_logits.shape()) + " for " +
+                 std::to_string(x.shape(0)) + " samples");
   tensor<float, 2> tb;
-  return detail::run_epoch(
-      x, labels, opt, eo, on_step, who,
-      [&](const tensor<float, 4>& xb, const std::vector<std::int32_t>& yb, const std::vector<index_t>& order,
-          std::size_t begin, std::size_t end) {
-        const index_t b = static_cast<index_t>(end - begin);
+  return detail::distill_epoch_impl(
+      student, x, labels, opt, o, eo, on_step,
+      [&](const tensor<float, 4>& xb, const std::vector<index_t>& order, std::size_t begin, std::size_t) {
+        const index_t b = xb.shape(0);
         if (tb.shape() != extents<2>{b, k}) tb = tensor<float, 2>(extents<2>{b, k});
         for (index_t i = 0; i < b; ++i)  // the teacher's logits of the same samples
           for (index_t j = 0; j < k; ++j) tb(i, j) = teacher_logits(order[begin + static_cast<std::size_t>(i)], j);
-        const distill_step_result sr = distill_step(student, xb.cview(), view_of(yb), tb.cview(), o, opt, ws);
-        return step_result{sr.loss, sr.correct, sr.count};
+        return tb.cview();
+      });
+}
+
+// The same with an online teacher: any model whose const forward(tensor_view<const float,
+// 4>) returns [n, 1, 1, classes] (nn::sequential in inference mode, nn::quantized_sequential,
+// a qat_model) runs on each batch exactly as the student sees it, augmentation included
+// ("consistent" teaching, Beyer et al. 2022). Without augmentation it gives the weights of
+// the overload above with predict_logits(teacher, x) bit for bit when the teacher's
+// logits of a sample do not depend on the batch it is in.
+template <class Student, class Teacher, class Optimizer,
+          class = std::enable_if_t<detail::is_teacher_model<Teacher>::value>>
+epoch_result distill_epoch(Student& student, tensor_view<const float, 4> x, labels_view labels, const Teacher& teacher,
+                           Optimizer& opt, const distill_options& o, const epoch_options& eo = {},
+                           const progress_callback& on_step = {}) {
+  tensor<float, 4> logits;
+  return detail::distill_epoch_impl(
+      student, x, labels, opt, o, eo, on_step,
+      [&](const tensor<float, 4>& xb, const std::vector<index_t>&, std::size_t, std::size_t) {
+        logits = teacher.forward(xb.cview());
+        return detail::logits_2d(logits.cview(), "train::distill_epoch", "teacher");
       });
 }
 
