@@ -464,6 +464,48 @@ TEST_CASE("QAT training steps reduce the loss (STE, LSQ, 4-bit weights, BN train
   }
 }
 
+TEST_CASE("LSQ parameters have their own learning rate (qat_options::lsq_lr_scale)", "[qat][lsq]") {
+  tensor<float, 4> x;
+  std::vector<std::int32_t> y;
+  blob_problem(32, x, y, 3);
+  const nn::sequential m = random_cnn(4);
+  train::qat_options o;
+  o.lsq_weights = o.lsq_activations = true;
+  o.weight_scheme = schemes::s4_symmetric;
+  o.lsq_lr_scale = 0.25f;
+  train::qat_model q(m, o);
+  train::qat_workspace ws;
+  train::adam opt;
+  train::train_step(q, x.cview(), train::view_of(y), opt, ws);  // the LSQ parameters exist after a batch
+  int lsq = 0;
+  for (const train::parameter& p : q.parameters(ws.grads)) {
+    const bool is_lsq = p.name.find(".scale") != std::string::npos || p.name.find(".zero_point") != std::string::npos;
+    INFO(p.name);
+    CHECK(p.lr_scale == (is_lsq ? 0.25f : 1.0f));
+    lsq += is_lsq ? 1 : 0;
+  }
+  CHECK(lsq == 4 + 4 + 4);  // 4 weight scales; 4 activation points, each scale and zero point
+  // lr_scale 0: the learned values stay where the first batch put them while the weights
+  // train; lr_scale 1 (the default) moves them.
+  for (const float lr_scale : {0.0f, 1.0f}) {
+    o.lsq_lr_scale = lr_scale;
+    train::qat_model t(m, o);
+    train::qat_workspace tws;
+    train::adam topt({0.01f});
+    train::train_step(t, x.cview(), train::view_of(y), topt, tws);
+    const std::vector<float> act = t.activation_quantizers()[1].learned_scale();
+    const std::vector<float> zp = t.activation_quantizers()[1].learned_zero_point();
+    const std::vector<float> w = t.weight_quantizers()[0].learned_scale();
+    const float weight = std::get<nn::conv2d>(t.model()[0]).weight.data()[0];
+    for (int i = 0; i < 4; ++i) train::train_step(t, x.cview(), train::view_of(y), topt, tws);
+    INFO("lr_scale " << lr_scale);
+    CHECK((t.activation_quantizers()[1].learned_scale() == act) == (lr_scale == 0.0f));
+    CHECK((t.weight_quantizers()[0].learned_scale() == w) == (lr_scale == 0.0f));
+    if (lr_scale == 0.0f) CHECK(t.activation_quantizers()[1].learned_zero_point() == zp);
+    CHECK(std::get<nn::conv2d>(t.model()[0]).weight.data()[0] != weight);
+  }
+}
+
 TEST_CASE("QAT errors", "[qat][errors]") {
   nn::sequential m = random_cnn(7);
   train::qat_model q(m);

@@ -510,6 +510,34 @@ TEST_CASE("SGD and Adam steps follow PyTorch's formulas", "[train][optimizer]") 
     a1.step({{w1.data(), gg.data(), 4, "p"}});
     for (std::size_t i = 0; i < 4; ++i) CHECK(std::abs(w1[i] - w0[i]) == Approx(0.01).epsilon(1e-3));
   }
+  SECTION("a parameter's lr_scale multiplies the learning rate: 1 changes nothing, 0.5 halves it, 0 freezes") {
+    // Three copies of w0 in one list with lr_scale 1, 0.5 and 0, against optimizers at lr and lr / 2.
+    auto check = [&](auto make) {
+      auto opt = make(0.1f), ref = make(0.1f), half = make(0.05f);
+      std::vector<float> wa = w0, wb = w0, wc = w0, ra = w0, rb = w0, g = g1;
+      const std::vector<train::parameter> ps{{wa.data(), g.data(), 4, "a"},
+                                             {wb.data(), g.data(), 4, "b", 0.5f},
+                                             {wc.data(), g.data(), 4, "c", 0.0f}};
+      for (int t = 0; t < 3; ++t) {
+        g = t % 2 ? g2 : g1;
+        opt.step(ps);
+        ref.step({{ra.data(), g.data(), 4, "a"}});
+        half.step({{rb.data(), g.data(), 4, "b"}});
+      }
+      for (std::size_t i = 0; i < 4; ++i) {
+        CHECK(qlib_test::same_bits(wa[i], ra[i]));
+        CHECK(qlib_test::same_bits(wb[i], rb[i]));
+        CHECK(wc[i] == w0[i]);
+      }
+      std::vector<float> w = w0;
+      auto bad = make(0.1f);
+      QLIB_REQUIRE_ERROR(bad.step({{w.data(), g.data(), 4, "p", -1.0f}}), errc::invalid_argument);
+      QLIB_REQUIRE_ERROR(bad.step({{w.data(), g.data(), 4, "p", std::numeric_limits<float>::infinity()}}),
+                         errc::invalid_argument);
+    };
+    check([](float lr) { return train::sgd({lr, 0.9f}); });
+    check([](float lr) { return train::adam({lr}); });
+  }
   SECTION("bad options and changed parameter lists are refused") {
     QLIB_REQUIRE_ERROR(train::sgd({-0.1f}), errc::invalid_argument);
     QLIB_REQUIRE_ERROR(train::sgd({0.1f, 0.0f, 0.0f, 0.0f, true}), errc::invalid_argument);

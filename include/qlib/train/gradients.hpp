@@ -61,12 +61,15 @@ inline gradients make_gradients(const nn::sequential& model) {
 }
 
 // One trainable tensor and its gradient, as an optimizer sees it. `name` follows a
-// PyTorch nn.Sequential state_dict ("3.weight").
+// PyTorch nn.Sequential state_dict ("3.weight"). lr_scale multiplies the optimizer's
+// learning rate for this tensor (a parameter group's rate: QAT gives LSQ's scales and
+// zero points their own); 1 leaves every update as it was, 0 freezes the tensor.
 struct parameter {
   float* value = nullptr;
   const float* grad = nullptr;
   index_t size = 0;
   std::string name;
+  float lr_scale = 1.0f;
 };
 
 // The model's trainable tensors in a fixed order (layer by layer, weight before bias),

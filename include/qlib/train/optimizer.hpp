@@ -31,6 +31,12 @@ inline void check_rate(float v, const char* who, const char* what) {
   QLIB_CHECK(std::isfinite(v) && v >= 0.0f, errc::invalid_argument,
              std::string(who) + ": " + what + " must be finite and >= 0, got " + std::to_string(v));
 }
+inline void check_lr_scales(const std::vector<parameter>& params, const char* who) {
+  for (const parameter& p : params)
+    QLIB_CHECK(std::isfinite(p.lr_scale) && p.lr_scale >= 0.0f, errc::invalid_argument,
+               std::string(who) + ": lr_scale of " + p.name + " must be finite and >= 0, got " +
+                   std::to_string(p.lr_scale));
+}
 }  // namespace detail
 
 struct sgd_options {
@@ -43,7 +49,7 @@ struct sgd_options {
 
 // torch.optim.SGD: g += weight_decay * w; with momentum, buf = g on the first step and
 // buf = momentum * buf + (1 - dampening) * g after; g = g + momentum * buf (Nesterov) or
-// buf; w -= lr * g.
+// buf; w -= lr * g. Each parameter's rate is lr * parameter::lr_scale.
 class sgd {
  public:
   explicit sgd(const sgd_options& o = {}) : opt_(o) {
@@ -65,11 +71,13 @@ class sgd {
   void step(const std::vector<parameter>& params) {
     const bool use_buf = opt_.momentum != 0.0f;
     if (use_buf) detail::prepare_state(buf_, params, "train::sgd");
-    const float lr = opt_.lr, mu = opt_.momentum, wd = opt_.weight_decay, damp = 1.0f - opt_.dampening;
+    detail::check_lr_scales(params, "train::sgd");
+    const float mu = opt_.momentum, wd = opt_.weight_decay, damp = 1.0f - opt_.dampening;
     for (std::size_t k = 0; k < params.size(); ++k) {
       float* w = params[k].value;
       const float* grad = params[k].grad;
       float* b = use_buf ? buf_[k].data() : nullptr;
+      const float lr = opt_.lr * params[k].lr_scale;
       for (index_t i = 0; i < params[k].size; ++i) {
         float g = grad[i];
         if (wd != 0.0f) g += wd * w[i];
@@ -99,7 +107,8 @@ struct adam_options {
 
 // torch.optim.Adam: at step t, g += weight_decay * w; m = beta1 m + (1 - beta1) g;
 // v = beta2 v + (1 - beta2) g^2; w -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps).
-// The bias corrections are computed in double, as PyTorch does in Python floats.
+// The bias corrections are computed in double, as PyTorch does in Python floats. Each
+// parameter's rate is lr * parameter::lr_scale (the same bits as before for 1).
 class adam {
  public:
   explicit adam(const adam_options& o = {}) : opt_(o) {
@@ -122,10 +131,10 @@ class adam {
   void step(const std::vector<parameter>& params) {
     detail::prepare_state(m_, params, "train::adam");
     detail::prepare_state(v_, params, "train::adam");
+    detail::check_lr_scales(params, "train::adam");
     ++t_;
     const double bc1 = 1.0 - std::pow(static_cast<double>(opt_.beta1), static_cast<double>(t_));
     const double bc2 = 1.0 - std::pow(static_cast<double>(opt_.beta2), static_cast<double>(t_));
-    const float step_size = static_cast<float>(static_cast<double>(opt_.lr) / bc1);
     const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
     const float b1 = opt_.beta1, b2 = opt_.beta2, wd = opt_.weight_decay, eps = opt_.eps;
     for (std::size_t k = 0; k < params.size(); ++k) {
@@ -133,6 +142,8 @@ class adam {
       const float* grad = params[k].grad;
       float* m = m_[k].data();
       float* v = v_[k].data();
+      const float step_size =
+          static_cast<float>(static_cast<double>(opt_.lr) * static_cast<double>(params[k].lr_scale) / bc1);
       for (index_t i = 0; i < params[k].size; ++i) {
         float g = grad[i];
         if (wd != 0.0f) g += wd * w[i];

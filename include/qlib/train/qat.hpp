@@ -27,6 +27,12 @@ struct qat_options {
   qat_observer activation_observer = qat_observer::moving_average;
   float averaging_constant = 0.01f;
   bool lsq_weights = false, lsq_activations = false;
+  // The LSQ scales' and zero points' learning rate as a multiple of the optimizer's
+  // (parameter::lr_scale). Adam moves every parameter by about lr per step whatever its
+  // gradient, so scales of 0.01-0.05 need a multiplier well below 1 at learning rates
+  // that suit the weights (otherwise they can collapse to FLT_MIN). 1, the default,
+  // steps them like the weights.
+  float lsq_lr_scale = 1.0f;
   // true: batch norms are folded into their convs at construction (train the folded
   // conv). false: they train with batch statistics until freeze_bn() folds them.
   bool fold_batch_norm = true;
@@ -89,7 +95,7 @@ class qat_model {
     QLIB_CHECK(model_.size() > 0, errc::empty_tensor, "train::qat_model: empty model");
     build_steps();
     fake_quantizer_options a{o.activation_scheme, false, o.activation_observer, o.averaging_constant,
-                             o.lsq_activations};
+                             o.lsq_activations, o.lsq_lr_scale};
     act_.assign(static_cast<std::size_t>(act_count_), fake_quantizer(a));
     make_weight_quantizers();
   }
@@ -392,7 +398,7 @@ class qat_model {
 
   void make_weight_quantizers() {
     const fake_quantizer_options w{opt_.weight_scheme, opt_.per_channel_weights, opt_.weight_observer,
-                                   opt_.averaging_constant, opt_.lsq_weights};
+                                   opt_.averaging_constant, opt_.lsq_weights, opt_.lsq_lr_scale};
     wq_.clear();
     for (const qat_step& s : steps_)
       if (s.weight_q >= 0) wq_.emplace_back(w);

@@ -34,6 +34,7 @@ struct fake_quantizer_options {
   qat_observer observer = qat_observer::moving_average;
   float averaging_constant = 0.01f;
   bool lsq = false;  // learn scale (and the zero point of asymmetric schemes) with LSQ
+  float lr_scale = 1.0f;  // the LSQ parameters' learning rate: the optimizer's times this
 };
 
 // Training forward: when the observer is enabled (and LSQ is off) it observes x first and
@@ -148,12 +149,13 @@ class fake_quantizer {
   std::vector<float>& learned_zero_point() noexcept { return zp_; }
   const std::vector<float>& scale_grad() const noexcept { return scale_grad_; }
   const std::vector<float>& zero_point_grad() const noexcept { return zp_grad_; }
-  // Appends the LSQ parameters ("<prefix>.scale", "<prefix>.zero_point") for an optimizer.
+  // Appends the LSQ parameters ("<prefix>.scale", "<prefix>.zero_point") for an
+  // optimizer, with the options' lr_scale.
   void append_parameters(std::vector<parameter>& out, const std::string& prefix) {
     if (!opt_.lsq || scale_.empty()) return;
-    out.push_back({scale_.data(), scale_grad_.data(), static_cast<index_t>(scale_.size()), prefix + ".scale"});
-    if (!symmetric())
-      out.push_back({zp_.data(), zp_grad_.data(), static_cast<index_t>(zp_.size()), prefix + ".zero_point"});
+    const auto n = static_cast<index_t>(scale_.size());
+    out.push_back({scale_.data(), scale_grad_.data(), n, prefix + ".scale", opt_.lr_scale});
+    if (!symmetric()) out.push_back({zp_.data(), zp_grad_.data(), n, prefix + ".zero_point", opt_.lr_scale});
   }
 
  private:
