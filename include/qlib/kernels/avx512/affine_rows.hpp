@@ -2,6 +2,7 @@
 #pragma once
 
 #include "qlib/arch/target.hpp"
+#include "qlib/kernels/avx512/lane_mask.hpp"
 #include "qlib/kernels/portable/affine_rows.hpp"
 
 #if QLIB_HAS_X86_KERNELS
@@ -66,9 +67,6 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store64(std::uint16_t* p, __m512i a, 
 }
 
 // Lanes [0, min(left,16)) set.
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __mmask16 tail_mask(index_t left) {
-  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-}
 
 // Per-run constants of one (scale, zero point).
 struct run_consts {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "qlib/arch/target.hpp"
+#include "qlib/kernels/avx512/lane_mask.hpp"
 #include "qlib/kernels/portable/codebook_rows.hpp"
 
 #if QLIB_HAS_X86_KERNELS
@@ -15,9 +16,7 @@ namespace qlib {
 namespace kernels {
 namespace avx512_codebook_detail {
 
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __mmask16 tail_mask(index_t left) {
-  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-}
+using avx512_detail::tail_mask;
 
 // The L - 1 thresholds padded with +Inf to 16 lanes (y > +Inf is never true, so the
 // padding is never counted).

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "qlib/arch/target.hpp"
+#include "qlib/kernels/avx512/lane_mask.hpp"
 #include "qlib/kernels/avx2/half_convert.hpp"
 
 #if QLIB_HAS_X86_KERNELS
@@ -15,10 +16,6 @@ namespace qlib {
 namespace kernels {
 namespace avx512_detail {
 
-// The lowest rem (0..16) lanes.
-QLIB_TARGET_AVX512 inline __mmask16 tail_mask(index_t rem) noexcept {
-  return static_cast<__mmask16>((1u << static_cast<unsigned>(rem)) - 1u);
-}
 
 // Elements (0..15, at most n) to handle before p is 64-byte aligned.
 inline index_t head_count(const float* p, index_t n) noexcept {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "qlib/arch/target.hpp"
+#include "qlib/kernels/avx512/lane_mask.hpp"
 #include "qlib/kernels/portable/minmax_rows.hpp"
 
 #if QLIB_HAS_X86_KERNELS
@@ -18,9 +19,7 @@ constexpr int nan_class = 0x81;
 constexpr int inf_class = 0x18;
 constexpr int nonfinite_class = nan_class | inf_class;
 
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __mmask16 tail_mask(index_t left) {
-  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-}
+using avx512_detail::tail_mask;
 
 // Folds the lanes `m` of v into (mn, mx), skipping and counting non-finite lanes.
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void fold_masked(__m512 v, __mmask16 m, __m512& mn, __m512& mx,

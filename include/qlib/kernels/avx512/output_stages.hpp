@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "qlib/arch/target.hpp"
+#include "qlib/kernels/avx512/lane_mask.hpp"
 #include "qlib/gemm/pipeline.hpp"
 #include "qlib/gemm/zero_point_correction.hpp"
 #include "qlib/kernels/portable/output_stages.hpp"
@@ -48,9 +49,7 @@ struct vec<float> {
 template <class T>
 using vec_t = typename vec<T>::type;
 
-QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __mmask16 tail_mask(index_t left) {
-  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-}
+using avx512_detail::tail_mask;
 
 // Lanes where v < 0.
 QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE __mmask16 negative(__m512i v) { return _mm512_movepi32_mask(v); }
