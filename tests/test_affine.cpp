@@ -34,14 +34,8 @@ float random_value(float scale, bool specials) {
   }
 }
 
-granularity random_granularity(std::size_t rank) {
-  switch (rand_int(0, 2)) {
-    case 0: return granularity::per_tensor();
-    case 1: return granularity::per_channel(static_cast<std::size_t>(rand_int(0, static_cast<int>(rank) - 1)));
-    default:
-      return granularity::per_group(static_cast<std::size_t>(rand_int(0, static_cast<int>(rank) - 1)),
-                                    rand_int(0, 3) == 0 ? rand_int(1, 5) : 16 * rand_int(1, 4));
-  }
+granularity affine_test_granularity(std::size_t rank) {
+  return qlib_test::random_granularity(rank, [] { return rand_int(0, 3) == 0 ? rand_int(1, 5) : 16 * rand_int(1, 4); });
 }
 
 template <class Q>
@@ -105,7 +99,7 @@ extents<R> random_shape() {
 template <class Q, std::size_t R>
 void compare_paths_once() {
   const extents<R> shape = random_shape<R>();
-  const granularity g = random_granularity(R);
+  const granularity g = affine_test_granularity(R);
   const affine_scheme<Q> scheme = random_scheme<Q>();
   const quant_params p = random_params(scheme, g, g.param_count(shape));
   const int layout_in = rand_int(0, 2), layout_out = rand_int(0, 2);
@@ -126,7 +120,7 @@ void compare_paths_once() {
   strided_buffer<float, R> f_ref(shape, 0), f(shape, layout_out);
   reference::fake_quantize(tensor_view<const float, R>(x.view), f_ref.view, p);
   // requantize to another random scheme and granularity
-  const granularity g2 = random_granularity(R);
+  const granularity g2 = affine_test_granularity(R);
   const auto scheme2 = random_scheme<std::uint8_t>();
   const quant_params p2 = random_params(scheme2, g2, g2.param_count(shape));
   strided_buffer<std::uint8_t, R> r_ref(shape, 0), r(shape, layout_in);

@@ -81,7 +81,7 @@ ref_loss distill_reference(const tensor<float, 2>& zs, const tensor<float, 2>& z
   return {static_cast<long double>(alpha) * t * t * kl + (1 - static_cast<long double>(alpha)) * ce, kl, ce};
 }
 
-nn::sequential small_cnn(std::uint64_t seed, index_t width = 4) {
+nn::sequential blob_classifier(std::uint64_t seed, index_t width = 4) {
   nn::sequential m{nn::conv2d(1, width, nn::conv2d_options::square(3)), nn::batch_norm2d(width), nn::relu{},
                    nn::max_pool2d::square(2), nn::flatten{}, nn::linear(9 * width, 3)};
   train::init_parameters(m, seed);
@@ -108,7 +108,7 @@ void blobs(index_t n, std::uint64_t seed, tensor<float, 4>& x, std::vector<std::
 // A teacher: a wider small_cnn trained on the labels with Adam.
 nn::sequential trained_teacher(const tensor<float, 4>& x, const std::vector<std::int32_t>& y, std::uint64_t seed,
                                index_t batch, index_t epochs) {
-  nn::sequential t = small_cnn(seed, 8);
+  nn::sequential t = blob_classifier(seed, 8);
   train::adam opt({0.02f});
   train::epoch_options eo;
   eo.batch_size = batch;
@@ -310,7 +310,7 @@ TEST_CASE("distillation loss and steps refuse bad input", "[distill][errors]") {
                                               tensor<float, 4>(extents<4>{4, 2, 1, 3}).cview(), train::view_of(y)),
                      errc::shape_mismatch);
 
-  nn::sequential m = small_cnn(1);
+  nn::sequential m = blob_classifier(1);
   tensor<float, 4> x;
   std::vector<std::int32_t> labels;
   blobs(6, 1, x, labels);
@@ -344,7 +344,7 @@ TEST_CASE("distill_step lowers the distillation loss on a batch; predict_logits 
   for (index_t i = 0; i < 24; ++i)
     for (index_t j = 0; j < 3; ++j) CHECK(tl(i, j) == Approx(direct(i, 0, 0, j)).margin(1e-5));
 
-  nn::sequential student = small_cnn(3);
+  nn::sequential student = blob_classifier(3);
   train::sgd opt({0.05f, 0.9f});
   train::workspace ws;
   const train::distill_options o{4.0f, 0.7f};
@@ -369,7 +369,7 @@ TEST_CASE("distill_epoch: alpha = 0 is train_epoch bit for bit; deterministic pe
   const tensor<float, 2> teacher = train::predict_logits(trained_teacher(x, y, 11, 9, 8), x.cview());
 
   auto distill = [&](std::uint64_t seed, train::distill_options o, index_t epochs, std::vector<train::progress>* seen) {
-    nn::sequential m = small_cnn(5);
+    nn::sequential m = blob_classifier(5);
     train::adam opt({0.02f});
     train::epoch_options eo;
     eo.batch_size = 10;  // 4 full batches and one of 5
@@ -384,7 +384,7 @@ TEST_CASE("distill_epoch: alpha = 0 is train_epoch bit for bit; deterministic pe
   };
 
   SECTION("alpha = 0 takes train_epoch's batches, losses and updates") {
-    nn::sequential plain = small_cnn(5);
+    nn::sequential plain = blob_classifier(5);
     train::adam opt({0.02f});
     train::epoch_options eo;
     eo.batch_size = 10;
@@ -414,7 +414,7 @@ TEST_CASE("distill_epoch: alpha = 0 is train_epoch bit for bit; deterministic pe
   }
   SECTION("a distilled student learns the task and follows the teacher") {
     const train::distill_options o{4.0f, 0.7f};
-    nn::sequential m = small_cnn(5);
+    nn::sequential m = blob_classifier(5);
     const auto before = train::distillation_loss(train::predict_logits(m, x.cview()).cview(), teacher.cview(),
                                                  train::view_of(y), o);
     std::vector<train::progress> seen;
@@ -457,7 +457,7 @@ TEST_CASE("distill_epoch with an online teacher: the precomputed logits' weights
   const train::distill_options o{2.0f, 0.7f};
   // Two epochs of batches 10, 10, 10, 10, 5 from a fresh student; `teach` runs one epoch.
   auto run = [&](train::augmentation a, auto&& teach) {
-    nn::sequential m = small_cnn(5);
+    nn::sequential m = blob_classifier(5);
     train::adam opt({0.02f});
     train::epoch_options eo;
     eo.batch_size = 10;

@@ -22,7 +22,7 @@ using qlib_test::same_bits;
 namespace {
 
 
-const float qnan = std::numeric_limits<float>::quiet_NaN();
+using qlib_test::qnan;
 
 // Mostly ordinary values, with NaN, +/-Inf, signed zeros and subnormals mixed in.
 float nasty_value(int specials_percent) {
@@ -34,14 +34,8 @@ float nasty_value(int specials_percent) {
   return rand_float(-100.0f, 100.0f) * std::ldexp(1.0f, rand_int(-10, 10));
 }
 
-granularity random_granularity(std::size_t rank) {
-  switch (rand_int(0, 2)) {
-    case 0: return granularity::per_tensor();
-    case 1: return granularity::per_channel(static_cast<std::size_t>(rand_int(0, static_cast<int>(rank) - 1)));
-    default:
-      return granularity::per_group(static_cast<std::size_t>(rand_int(0, static_cast<int>(rank) - 1)),
-                                    rand_int(0, 2) == 0 ? rand_int(1, 5) : 16 * rand_int(1, 5));
-  }
+granularity observer_test_granularity(std::size_t rank) {
+  return qlib_test::random_granularity(rank, [] { return rand_int(0, 2) == 0 ? rand_int(1, 5) : 16 * rand_int(1, 5); });
 }
 
 // A view over a buffer with padded rows (layout 1) or the last two axes transposed (2).
@@ -84,7 +78,7 @@ template <std::size_t R>
 void compare_fold_once() {
   extents<R> shape;
   for (auto& e : shape) e = rand_int(0, 3) == 0 ? rand_int(1, 3) : rand_int(1, 90);
-  const granularity g = random_granularity(R);
+  const granularity g = observer_test_granularity(R);
   const int layout = rand_int(0, 2);
   strided_floats<R> x(shape, layout);
   fill(x.view, rand_int(0, 1) ? 0 : rand_int(1, 30));

@@ -16,11 +16,7 @@ using qlib_test::rand_int;
 
 namespace {
 
-tensor<float, 4> rand_tensor(const extents<4>& s, float lo = -1.0f, float hi = 1.0f) {
-  tensor<float, 4> t(s);
-  for (float& v : t) v = rand_float(lo, hi);
-  return t;
-}
+using qlib_test::rand_tensor;
 
 // The STE definition written independently: the code in double with the C library's
 // ties-to-even rounding, inside [qmin, qmax] inclusive.

@@ -21,7 +21,7 @@ using qlib_test::same_bits;
 namespace {
 
 
-const float qnan = std::numeric_limits<float>::quiet_NaN();
+using qlib_test::qnan;
 
 std::vector<float> normal(std::size_t n, unsigned seed, float sd = 1.0f) {
   std::mt19937 g(seed);
@@ -44,14 +44,8 @@ std::vector<std::vector<index_t>> level_counts(const tensor<std::uint8_t, R>& q,
   return c;
 }
 
-granularity random_granularity(std::size_t rank) {
-  switch (rand_int(0, 2)) {
-    case 0: return granularity::per_tensor();
-    case 1: return granularity::per_channel(static_cast<std::size_t>(rand_int(0, static_cast<int>(rank) - 1)));
-    default:
-      return granularity::per_group(static_cast<std::size_t>(rand_int(0, static_cast<int>(rank) - 1)),
-                                    rand_int(0, 2) == 0 ? rand_int(1, 5) : 2 * rand_int(1, 40));
-  }
+granularity codebook_test_granularity(std::size_t rank) {
+  return qlib_test::random_granularity(rank, [] { return rand_int(0, 2) == 0 ? rand_int(1, 5) : 2 * rand_int(1, 40); });
 }
 
 // Random codebook parameters: per-group or shared codebooks, ascending levels and
@@ -117,7 +111,7 @@ template <std::size_t R>
 void compare_paths_once() {
   extents<R> shape;
   for (auto& e : shape) e = rand_int(0, 3) == 0 ? rand_int(1, 3) : rand_int(1, 80);
-  const granularity g = random_granularity(R);
+  const granularity g = codebook_test_granularity(R);
   const int bits = rand_int(0, 2) == 0 ? rand_int(1, 8) : (rand_int(0, 1) ? 4 : 2);
   const codebook_params p = random_codebook(g, g.param_count(shape), bits);
   const int layout = rand_int(0, 1);

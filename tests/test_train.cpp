@@ -15,11 +15,7 @@ using qlib_test::rand_int;
 
 namespace {
 
-tensor<float, 4> rand_tensor(const extents<4>& s, float lo = -1.0f, float hi = 1.0f) {
-  tensor<float, 4> t(s);
-  for (float& v : t) v = rand_float(lo, hi);
-  return t;
-}
+using qlib_test::rand_tensor;
 
 // A random objective L(y) = sum r * y, evaluated in double; dL/dy = r.
 struct linear_objective {

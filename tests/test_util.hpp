@@ -10,8 +10,12 @@
 #include <string>
 #include <vector>
 
+#include <limits>
+
 #include "qlib/arch/isa.hpp"
 #include "qlib/core/error.hpp"
+#include "qlib/core/tensor.hpp"
+#include "qlib/quant/granularity.hpp"
 
 #if QLIB_EXCEPTIONS
 // Requires that `expr` reports qlib error `code`.
@@ -96,5 +100,25 @@ std::vector<T> parse_list(const std::string& s, char sep) {
       out.push_back(v);
     }
   return out;
+}
+
+inline const float qnan = std::numeric_limits<float>::quiet_NaN();
+
+// A rank-4 tensor of uniform values in [lo, hi).
+inline qlib::tensor<float, 4> rand_tensor(const qlib::extents<4>& s, float lo = -1.0f, float hi = 1.0f) {
+  qlib::tensor<float, 4> t(s);
+  for (float& v : t) v = rand_float(lo, hi);
+  return t;
+}
+
+// Per tensor, per channel or per group (size from group_size()) on a random axis of a
+// rank-`rank` tensor, with equal odds.
+template <class GroupSize>
+qlib::granularity random_granularity(std::size_t rank, GroupSize&& group_size) {
+  const int kind = rand_int(0, 2);
+  if (kind == 0) return qlib::granularity::per_tensor();
+  const auto axis = static_cast<std::size_t>(rand_int(0, static_cast<int>(rank) - 1));
+  if (kind == 1) return qlib::granularity::per_channel(axis);
+  return qlib::granularity::per_group(axis, group_size());
 }
 }  // namespace qlib_test
