@@ -2,13 +2,13 @@
 #
 #   cmake -P cmake/check.cmake                         # all workflows, incremental
 #   cmake -DFRESH=ON -P cmake/check.cmake              # reconfigure each from scratch
-#   cmake -DWORKFLOWS="dev;clang" -P cmake/check.cmake # a subset
+#   cmake -DWORKFLOWS="dev;aarch64" -P cmake/check.cmake # a subset
 #
 # Every workflow runs even if an earlier one fails; the script fails at the end if any did.
 cmake_minimum_required(VERSION 3.25)  # workflow presets
 
 if(NOT DEFINED WORKFLOWS)
-  set(WORKFLOWS dev sanitize no-exceptions clang aarch64)
+  set(WORKFLOWS dev sanitize clang-no-exceptions aarch64)
 endif()
 get_filename_component(_source_dir "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
 set(_fresh)

@@ -21,7 +21,7 @@ void fill(tensor<float, R>& t, float lo, float hi) {
 }
 
 // Random parameters for every layer; batch norms get non-trivial statistics.
-void randomize(nn::sequential& m) {
+void shrink_test_randomize(nn::sequential& m) {
   for (nn::layer& l : m.layers) {
     if (auto* c = std::get_if<nn::conv2d>(&l)) {
       fill(c->weight, -0.5f, 0.5f);
@@ -131,7 +131,7 @@ nn::conv2d conv(index_t in, index_t out, index_t k, index_t pad = 0, index_t gro
 TEST_CASE("shrink conv -> conv equals the masked model", "[shrink]") {
   nn::sequential m{conv(3, 8, 3, 1), nn::relu{}, conv(8, 6, 3, 0, 1, false), nn::relu{}, nn::flatten{},
                    nn::linear(4 * 4 * 6, 4)};
-  randomize(m);
+  shrink_test_randomize(m);
   const extents<4> shape{2, 6, 6, 3};
   const std::vector<index_t> keep{0, 2, 3, 5, 7}, removed = removed_of(keep, 8);
 
@@ -168,7 +168,7 @@ TEST_CASE("shrink conv -> BN -> ReLU -> pool -> conv equals the masked model", "
   nn::sequential m{conv(3, 8, 3, 1),  nn::batch_norm2d(8), nn::relu{},    nn::max_pool2d::square(2),
                    conv(8, 5, 3, 1),  nn::relu{},          nn::avg_pool2d::square(2), nn::flatten{},
                    nn::linear(2 * 2 * 5, 3)};
-  randomize(m);
+  shrink_test_randomize(m);
   const extents<4> shape{2, 8, 8, 3};
   const std::vector<index_t> keep{1, 2, 6}, removed = removed_of(keep, 8);
 
@@ -201,7 +201,7 @@ TEST_CASE("shrink conv -> linear across a flatten: each channel owns H*W columns
   // conv 8x8 -> 6x6x6, pool -> 3x3x6, flatten -> 54 features in (h, w, c) order.
   nn::sequential m{conv(3, 6, 3), nn::relu{}, nn::max_pool2d::square(2), nn::flatten{}, nn::linear(54, 10),
                    nn::relu{},    nn::linear(10, 4)};
-  randomize(m);
+  shrink_test_randomize(m);
   const extents<4> shape{3, 8, 8, 3};
   const std::vector<index_t> keep{1, 4, 5}, removed = removed_of(keep, 6);
 
@@ -233,7 +233,7 @@ TEST_CASE("shrink conv -> linear across a flatten: each channel owns H*W columns
 TEST_CASE("shrink linear -> linear, several layers at once", "[shrink]") {
   nn::sequential m{nn::flatten{},        nn::linear(12, 10), nn::relu{}, nn::linear(10, 8), nn::relu6{},
                    nn::linear(8, 7),     nn::linear(7, 3)};
-  randomize(m);
+  shrink_test_randomize(m);
   const extents<4> shape{4, 2, 2, 3};
   const std::map<std::size_t, prune::channel_keep_list> keeps{{1, {0, 1, 4, 8, 9}}, {3, {2, 3, 7}}, {5, {6}}};
 
@@ -272,7 +272,7 @@ TEST_CASE("shrink through a depthwise conv: it loses the same channels", "[shrin
   // conv 3 -> 4, depthwise with multiplier 2 (4 -> 8, groups 4), conv 8 -> 5.
   nn::sequential m{conv(3, 4, 3, 1), nn::relu{}, conv(4, 8, 3, 1, 4), nn::relu{}, conv(8, 5, 1), nn::flatten{},
                    nn::linear(5 * 5 * 5, 2)};
-  randomize(m);
+  shrink_test_randomize(m);
   const extents<4> shape{2, 5, 5, 3};
   const std::vector<index_t> keep{0, 3}, removed = removed_of(keep, 4);
   const std::vector<index_t> dw_keep{0, 1, 6, 7}, dw_removed = removed_of(dw_keep, 8);
@@ -303,7 +303,7 @@ TEST_CASE("shrink through a depthwise conv: it loses the same channels", "[shrin
 
 TEST_CASE("shrink keeping every channel changes nothing", "[shrink]") {
   nn::sequential m{conv(2, 4, 3), nn::batch_norm2d(4), nn::relu{}, conv(4, 3, 1)};
-  randomize(m);
+  shrink_test_randomize(m);
   const extents<4> shape{1, 5, 5, 2};
   nn::sequential s = m;
   prune::shrink_output_channels(s, 0, {0, 1, 2, 3}, shape);
@@ -318,7 +318,7 @@ TEST_CASE("shrink refusals", "[shrink]") {
                             nn::relu{},          nn::linear(5, 3)};
   const extents<4> shape{1, 4, 4, 3};
   nn::sequential m = base;
-  randomize(m);
+  shrink_test_randomize(m);
   const nn::sequential original = m;
   auto unchanged = [&] {
     CHECK(m.parameter_count() == original.parameter_count());
