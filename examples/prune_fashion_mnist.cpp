@@ -110,25 +110,8 @@ static param_count count_parameters(const qlib::nn::sequential& m) {
   return c;
 }
 
-// Compact storage of an int8 model with unstructured zeros: per conv/linear layer the
-// non-zero int8 codes, a 1-bit-per-weight mask (which codes are stored), the int32 bias
-// and the fp32 per-channel scales (the terms of quantized_sequential::parameter_bytes).
-static index_t compact_int8_bytes(const qlib::nn::quantized_sequential& q) {
-  index_t b = 0;
-  for (const auto& l : q.layers) {
-    const qlib::nn::quantized_weights* w = nullptr;
-    if (auto* c = std::get_if<qlib::nn::qconv2d>(&l)) w = &c->w;
-    if (auto* f = std::get_if<qlib::nn::qlinear>(&l)) w = &f->w;
-    if (!w) continue;
-    index_t nnz = 0;
-    for (std::int8_t v : w->values) nnz += v != 0;
-    b += nnz + (w->values.size() + 7) / 8 + 4 * static_cast<index_t>(w->bias.size() + w->params.scale.size());
-  }
-  return b;
-}
-
-// The same layout in float: non-zero fp32 weights + 1-bit mask + fp32 biases and batch-norm
-// parameters/statistics (the batch norms kept separate, as in the float file).
+// What the float model would take stored sparse: non-zero fp32 weights + 1-bit mask + fp32
+// biases and batch-norm parameters/statistics (kept separate, as in the float file).
 static index_t compact_float_bytes(const qlib::nn::sequential& m) {
   index_t b = 0;
   for (const auto& l : m.layers) {
@@ -178,7 +161,7 @@ struct row {
   double sparsity = 0;  // of the conv/linear weights (unstructured) or of the removed channels
   param_count params;
   double acc_pruned = -1, acc_tuned = -1, acc_int8 = -1;
-  index_t float_bytes = 0, int8_bytes = 0, compact_float = -1, compact_int8 = -1;
+  index_t float_bytes = 0, int8_bytes = 0, compact_float = -1;
   timing t_float, t_int8;
 };
 
@@ -316,7 +299,6 @@ int main(int argc, char** argv) {
     fine_tune(m, masks, cx, r.name);
     measure(r, m, cx);
     r.compact_float = compact_float_bytes(m);
-    r.compact_int8 = compact_int8_bytes(quantize(m, cx));
     rows.push_back(r);
     if (s == 0.9) keep90 = m;
   }
@@ -363,22 +345,21 @@ int main(int argc, char** argv) {
   }
 
   // The table.
-  std::printf("\n%-18s %7s %15s %8s %8s %8s %9s %9s %10s %10s %15s %15s\n", "model", "sparse", "params nz/total",
-              "pruned", "tuned", "int8", "float B", "int8 B", "sparse fB", "sparse qB", "f32 b64 ms", "int8 b64 ms");
-  std::printf("%-18s %7s %15s %8s %8s %8s %9s %9s %10s %10s %15s %15s\n", "", "", "", "acc", "acc", "acc", "(file)",
-              "(file)", "(nz+mask)", "(nz+mask)", "wall/cpu", "wall/cpu");
+  std::printf("\n%-18s %7s %15s %8s %8s %8s %9s %10s %9s %15s %15s\n", "model", "sparse", "params nz/total",
+              "pruned", "tuned", "int8", "float B", "sparse fB", "int8 B", "f32 b64 ms", "int8 b64 ms");
+  std::printf("%-18s %7s %15s %8s %8s %8s %9s %10s %9s %15s %15s\n", "", "", "", "acc", "acc", "acc", "(file)",
+              "(nz+mask)", "(file)", "wall/cpu", "wall/cpu");
   for (const row& r : rows) {
-    char params[48], cf[32] = "-", cq[32] = "-", tf[48] = "-", tq[48] = "-";
+    char params[48], cf[32] = "-", tf[48] = "-", tq[48] = "-";
     std::snprintf(params, sizeof params, "%td/%td", r.params.nonzero, r.params.total);
     if (r.compact_float >= 0) std::snprintf(cf, sizeof cf, "%td", r.compact_float);
-    if (r.compact_int8 >= 0) std::snprintf(cq, sizeof cq, "%td", r.compact_int8);
     if (!o.quick) {
       std::snprintf(tf, sizeof tf, "%.3f/%.3f", 1e3 * r.t_float.wall, 1e3 * r.t_float.cpu);
       std::snprintf(tq, sizeof tq, "%.3f/%.3f", 1e3 * r.t_int8.wall, 1e3 * r.t_int8.cpu);
     }
-    std::printf("%-18s %6.1f%% %15s %7.2f%% %7.2f%% %7.2f%% %9td %9td %10s %10s %15s %15s\n", r.name.c_str(),
-                100 * r.sparsity, params, 100 * r.acc_pruned, 100 * r.acc_tuned, 100 * r.acc_int8, r.float_bytes,
-                r.int8_bytes, cf, cq, tf, tq);
+    std::printf("%-18s %6.1f%% %15s %7.2f%% %7.2f%% %7.2f%% %9td %10s %9td %15s %15s\n", r.name.c_str(),
+                100 * r.sparsity, params, 100 * r.acc_pruned, 100 * r.acc_tuned, 100 * r.acc_int8, r.float_bytes, cf,
+                r.int8_bytes, tf, tq);
   }
 
   std::printf("\nsparse: of all conv+linear weights (global L1) or of the output channels of conv1, conv2 and fc1 "
@@ -386,10 +367,11 @@ int main(int argc, char** argv) {
   std::printf("pruned acc: float, right after pruning; tuned acc: float after fine-tuning; int8 acc: static int8 PTQ "
               "(%td calibration images) of the tuned model.\n",
               std::min(o.calibration, cx.train.size()));
-  std::printf("sparse fB: fp32 non-zero weights + 1-bit mask + fp32 bias/BN; sparse qB: int8 non-zero codes (after "
-              "static PTQ, BN folded) + 1-bit mask + int32 bias + fp32 scales.\n");
-  std::printf("Unstructured zeros are stored densely in the files and run on the dense kernels at the dense speed "
-              "(the latency columns); the L2 rows are smaller dense models.\n");
+  std::printf("float B: the float file (dense); sparse fB: what fp32 non-zero weights + 1-bit mask + fp32 bias/BN "
+              "would take; int8 B: the int8 file of save_quantized, which stores pruned weight tensors as a 1-bit "
+              "mask + the kept codes where that is smaller.\n");
+  std::printf("Unstructured zeros run on the dense kernels at the dense speed (the latency columns); the L2 rows are "
+              "smaller dense models.\n");
   for (const auto& n : shrink_notes) std::printf("%s\n", n.c_str());
   if (!o.quick) {
     std::printf("speed-up of the shrunk models over dense (median wall / median CPU):");

@@ -562,6 +562,151 @@ TEST_CASE("quantized files: the int8 demo CNN's file is at most 0.27 x the float
   }
 }
 
+namespace {
+// Zeroes 7 of every 10 weights of each conv and linear (what pruning leaves), in place.
+void zero_most_weights(nn::sequential& m) {
+  auto zero = [](tensor<float, 4>& w) {
+    index_t i = 0;
+    for (float& v : w) v = i++ % 10 < 7 ? 0.0f : v;
+  };
+  for (nn::layer& l : m.layers) {
+    if (auto* c = std::get_if<nn::conv2d>(&l)) zero(c->weight);
+    if (auto* f = std::get_if<nn::linear>(&l)) {
+      tensor<float, 4> w(f->weight.cview().reshape(extents<4>{f->weight.shape(0), 1, 1, f->weight.shape(1)}));
+      zero(w);
+      std::copy(w.begin(), w.end(), f->weight.begin());
+    }
+  }
+}
+
+// The int8 codes of every qconv2d / qlinear, in layer order.
+std::vector<std::vector<std::int8_t>> weight_codes(const nn::quantized_sequential& q) {
+  std::vector<std::vector<std::int8_t>> out;
+  for (const nn::qlayer& l : q.layers) {
+    const nn::quantized_weights* w = nullptr;
+    if (auto* c = std::get_if<nn::qconv2d>(&l)) w = &c->w;
+    if (auto* f = std::get_if<nn::qlinear>(&l)) w = &f->w;
+    if (w) out.emplace_back(w->values.begin(), w->values.end());
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("quantized files: pruned weights are stored sparse, and load back bit for bit", "[nn][io][quantized]") {
+  nn::sequential pruned = make_qmodel();
+  zero_most_weights(pruned);
+  for (const auto& scheme : {schemes::s8_symmetric, schemes::s8_asymmetric}) {
+    INFO("weights " << (scheme.sym == symmetry::symmetric ? "symmetric" : "affine (zero points)"));
+    nn::static_quantization_options opt;
+    opt.weight_scheme = scheme;
+    const nn::quantized_sequential q = quantize_model(pruned, opt, 3, qmodel_input);
+    const std::vector<std::uint8_t> dense = nn::save_quantized(q, {nn::weight_storage::dense}).to_bytes();
+    const std::vector<std::uint8_t> sparse = nn::save_quantized(q).to_bytes();
+    const io::safetensors_file fd = io::safetensors_file::parse(dense), fs = io::safetensors_file::parse(sparse);
+    CHECK(fd.metadata().at("qlib.format") == "quantized_sequential/1");
+    CHECK(fs.metadata().at("qlib.format") == "quantized_sequential/2");
+    // Every weight tensor of the pruned model is sparse: mask (n/8) + the 30% kept codes.
+    index_t dense_codes = 0, sparse_bytes = 0;
+    for (const char* layer : {"0.", "2.", "4.", "6.", "7."}) {
+      INFO("layer " << layer);
+      CHECK_FALSE(fs.contains(std::string(layer) + "weight"));
+      const index_t n = fd.at(std::string(layer) + "weight").numel();
+      const index_t kept = fs.at(std::string(layer) + "weight_values").numel();
+      CHECK(kept <= n - (7 * n) / 10);
+      CHECK(fs.at(std::string(layer) + "weight_mask").numel() == (n + 7) / 8);
+      dense_codes += n;
+      sparse_bytes += kept + (n + 7) / 8;
+    }
+    INFO("dense file " << dense.size() << " bytes, sparse " << sparse.size());
+    CHECK(static_cast<index_t>(dense.size() - sparse.size()) >= dense_codes - sparse_bytes - 1024);  // headers differ a little
+    CHECK(sparse.size() < dense.size());
+    // Both load to the same codes and the same outputs; saving again gives the same bytes.
+    const nn::quantized_sequential from_sparse = load_bytes(sparse), from_dense = load_bytes(dense);
+    CHECK(weight_codes(from_sparse) == weight_codes(q));
+    CHECK(weight_codes(from_dense) == weight_codes(q));
+    const tensor<float, 4> x = qmodel_input(4);
+    CHECK(first_bit_difference(from_sparse.forward(x.cview()), q.forward(x.cview())) == -1);
+    CHECK(nn::save_quantized(from_sparse).to_bytes() == sparse);
+  }
+  SECTION("a dense model keeps format /1, byte for byte") {
+    const nn::quantized_sequential q = quantize_model(make_qmodel(), {}, 3, qmodel_input);
+    CHECK(nn::save_quantized(q).to_bytes() == nn::save_quantized(q, {nn::weight_storage::dense}).to_bytes());
+  }
+}
+
+TEST_CASE("quantized files: malformed sparse weights are refused", "[nn][io][quantized][errors]") {
+  // A 1x1 conv 3 -> 5: 15 weights, so the mask's last byte has 1 unused bit.
+  nn::sequential m{nn::conv2d(3, 5, nn::conv2d_options::square(1)), nn::relu{}};
+  randomize(m);
+  zero_most_weights(m);
+  const nn::quantized_sequential q = quantize_model(m, {}, 2, qmodel_input);
+  const io::safetensors_file f = io::safetensors_file::parse(nn::save_quantized(q).to_bytes());
+  REQUIRE(f.metadata().at("qlib.format") == "quantized_sequential/2");
+  REQUIRE(f.at("0.weight_mask").numel() == 2);
+  auto load = [](const io::safetensors_writer& w) { return nn::load_quantized(reparse(w)); };
+  (void)load(copy_file(f));
+  auto replace = [&](const std::string& name, auto t) {
+    io::safetensors_writer w = copy_file(f, {name});
+    w.add(name, t);
+    return w;
+  };
+  const std::vector<std::uint8_t> mask = f.values<std::uint8_t>("0.weight_mask");
+  const std::vector<std::int8_t> kept = f.values<std::int8_t>("0.weight_values");
+  auto u8 = [](std::vector<std::uint8_t> v) {
+    tensor<std::uint8_t, 1> t(extents<1>{static_cast<index_t>(v.size())});
+    std::copy(v.begin(), v.end(), t.begin());
+    return t;
+  };
+  auto i8 = [](std::vector<std::int8_t> v) {
+    tensor<std::int8_t, 1> t(extents<1>{static_cast<index_t>(v.size())});
+    std::copy(v.begin(), v.end(), t.begin());
+    return t;
+  };
+  auto i64 = [](std::vector<std::int64_t> v) {
+    tensor<std::int64_t, 1> t(extents<1>{static_cast<index_t>(v.size())});
+    std::copy(v.begin(), v.end(), t.begin());
+    return t;
+  };
+  // The 16th bit (past weight 15) set.
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_mask", u8({mask[0], static_cast<std::uint8_t>(mask[1] | 0x80)}))),
+                     errc::invalid_argument);
+  // One bit more or fewer than kept codes.
+  std::vector<std::uint8_t> more = mask;
+  for (int b = 0; b < 7; ++b)
+    if (!((more[1] >> b) & 1)) {
+      more[1] = static_cast<std::uint8_t>(more[1] | (1 << b));
+      break;
+    }
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_mask", u8(more))), errc::shape_mismatch);
+  std::vector<std::int8_t> fewer(kept.begin(), kept.end() - 1);
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_values", i8(fewer))), errc::shape_mismatch);
+  // Mask of the wrong length, wrong dtypes.
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_mask", u8({mask[0]}))), errc::shape_mismatch);
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_mask", i8({0, 0}))), errc::invalid_argument);
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_values", u8(std::vector<std::uint8_t>(kept.size(), 1)))),
+                     errc::invalid_argument);
+  // Shapes that do not fit the layer, or are absurd.
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_shape", i64({5, 1, 1, 4}))), errc::shape_mismatch);
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_shape", i64({5, 1, 3}))), errc::shape_mismatch);
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_shape", i64({5, 1, 1, -3}))), errc::invalid_argument);
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_shape", i64({5, 1, 1, std::int64_t{1} << 40}))), errc::invalid_argument);
+  // Missing parts; dense and sparse at once; sparse in a format /1 file.
+  for (const char* name : {"0.weight_mask", "0.weight_values", "0.weight_shape"}) {
+    INFO("missing " << name);
+    QLIB_REQUIRE_ERROR(load(copy_file(f, {name})), errc::out_of_range);
+  }
+  {
+    io::safetensors_writer w = copy_file(f);
+    w.add("0.weight", tensor<std::int8_t, 4>(extents<4>{5, 1, 1, 3}));
+    QLIB_REQUIRE_ERROR(load(w), errc::invalid_argument);
+  }
+  {
+    io::safetensors_writer w = copy_file(f);
+    w.set_metadata("qlib.format", "quantized_sequential/1");
+    QLIB_REQUIRE_ERROR(load(w), errc::invalid_argument);
+  }
+}
+
 TEST_CASE("quantized files: malformed files are refused", "[nn][io][quantized][errors]") {
   const nn::sequential m = make_qmodel();
   nn::static_quantization_options opt;
@@ -593,7 +738,7 @@ TEST_CASE("quantized files: malformed files are refused", "[nn][io][quantized][e
   SECTION("layer kinds and metadata") {
     QLIB_REQUIRE_ERROR(load(with_meta("qlib.layer.1", "lstm")), errc::unsupported);
     QLIB_REQUIRE_ERROR(load(with_meta("qlib.layer.1", "")), errc::unsupported);
-    QLIB_REQUIRE_ERROR(load(with_meta("qlib.format", "quantized_sequential/2")), errc::unsupported);
+    QLIB_REQUIRE_ERROR(load(with_meta("qlib.format", "quantized_sequential/3")), errc::unsupported);
     for (const char* key : {"qlib.format", "qlib.layers", "qlib.layer.0", "qlib.layer.7"}) {
       INFO("missing metadata " << key);
       QLIB_REQUIRE_ERROR(load(copy_file(f, {}, {key})), errc::invalid_argument);

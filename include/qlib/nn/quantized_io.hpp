@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <variant>
 #include <vector>
@@ -11,11 +12,19 @@
 #include "qlib/nn/quantized_sequential.hpp"
 
 // File layout (all names documented here; loading checks each dtype and shape):
-//   metadata "qlib.format" = "quantized_sequential/1", "qlib.layers" = number of layers,
+//   metadata "qlib.format" = "quantized_sequential/1", or "/2" when some weight tensor
+//            is stored sparse (below), "qlib.layers" = number of layers,
 //            "qlib.layer.<i>" = qconv2d | qlinear | max_pool2d | avg_pool2d | flatten
 //   "input.qparams"          F32 [2]  input scale, zero point (uint8 activations)
 //   qconv2d / qlinear <i>:
-//   "<i>.weight"             I8  [out, kh, kw, in/groups] (OHWI) or [out, in]
+//   "<i>.weight"             I8  [out, kh, kw, in/groups] (OHWI) or [out, 1, 1, in]
+//   or, sparse (format /2; what pruned weights are saved as when it is smaller):
+//   "<i>.weight_shape"       I64 [4]  the dense shape above
+//   "<i>.weight_mask"        U8  [ceil(n / 8)]  bit j % 8 of byte j / 8 is set where code j
+//                                (row-major, n codes) differs from its channel's zero point;
+//                                the unused high bits of the last byte are 0
+//   "<i>.weight_values"      I8  [popcount(mask)]  those codes, in order; the others are
+//                                their channel's zero point (a pruned weight's code)
 //   "<i>.weight_scale"       F32 [out] (per channel) or [1] (per tensor)
 //   "<i>.weight_zero_point"  I32 same size as weight_scale
 //   "<i>.bias"               I32 [out]  (scale = input scale * weight scale)
@@ -27,6 +36,15 @@
 // GEMM panels re-packed, so a loaded model gives bit-identical outputs.
 namespace qlib {
 namespace nn {
+
+// How save_quantized stores int8 weights.
+enum class weight_storage {
+  dense,      // every code (format quantized_sequential/1, what older qlib reads)
+  automatic,  // per weight tensor, sparse (mask + kept codes) where that is fewer bytes
+};
+struct quantized_save_options {
+  weight_storage weights = weight_storage::automatic;
+};
 
 namespace detail {
 inline tensor<std::int64_t, 1> window_config(const conv2d_options& o, index_t last) {
@@ -56,31 +74,130 @@ inline conv2d_options read_window(const io::safetensors_file& f, const std::stri
   return {t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7), t(8)};
 }
 
+// The zero point of row (output channel) `row` of w.
+inline std::int32_t weight_zero_point(const quant_params& params, index_t row) {
+  return params.zero_point[params.size() == 1 ? 0 : static_cast<std::size_t>(row)];
+}
+
+// Writes the codes sparse when the mask and the kept codes take fewer bytes than the
+// codes; returns whether it did.
+inline bool save_sparse_codes(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w,
+                              const tensor_view<const std::int8_t, 4>& shaped) {
+  const index_t rows = shaped.shape(0), n = shaped.size(), per_row = rows > 0 ? n / rows : 0;
+  index_t kept = 0;
+  for (index_t r = 0; r < rows; ++r) {
+    const std::int32_t z = weight_zero_point(w.params, r);
+    for (index_t j = 0; j < per_row; ++j) kept += w.values.data()[r * per_row + j] != z;
+  }
+  if (kept + (n + 7) / 8 >= n) return false;
+  tensor<std::uint8_t, 1> mask(extents<1>{(n + 7) / 8});
+  tensor<std::int8_t, 1> values(extents<1>{kept});
+  for (auto& b : mask) b = 0;
+  index_t t = 0;
+  for (index_t r = 0; r < rows; ++r) {
+    const std::int32_t z = weight_zero_point(w.params, r);
+    for (index_t j = 0; j < per_row; ++j) {
+      const index_t at = r * per_row + j;
+      const std::int8_t c = w.values.data()[at];
+      if (c == z) continue;
+      mask(at / 8) = static_cast<std::uint8_t>(mask(at / 8) | (1u << (at % 8)));
+      values(t++) = c;
+    }
+  }
+  tensor<std::int64_t, 1> shape(extents<1>{4});
+  for (std::size_t d = 0; d < 4; ++d) shape(static_cast<index_t>(d)) = shaped.shape(d);
+  wr.add(p + "weight_shape", shape);
+  wr.add(p + "weight_mask", mask);
+  wr.add(p + "weight_values", values);
+  return true;
+}
+
 inline void save_weights(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w,
-                         const tensor_view<const std::int8_t, 4>& shaped) {
-  wr.add(p + "weight", shaped);
+                         const tensor_view<const std::int8_t, 4>& shaped, const quantized_save_options& opt,
+                         bool& any_sparse) {
+  QLIB_ASSERT(shaped.size() == w.values.size());
+  if (opt.weights == weight_storage::automatic && save_sparse_codes(wr, p, w, shaped)) any_sparse = true;
+  else wr.add(p + "weight", shaped);
   wr.add(p + "weight_scale", tensor<float, 1>(tensor_view<const float, 1>(w.params.scale.data(), {w.params.size()})));
   wr.add(p + "weight_zero_point",
          tensor<std::int32_t, 1>(tensor_view<const std::int32_t, 1>(w.params.zero_point.data(), {w.params.size()})));
   wr.add(p + "bias", tensor<std::int32_t, 1>(tensor_view<const std::int32_t, 1>(w.bias.data(), {w.out_channels()})));
 }
 
+// The dense shape of layer p's weights: "<p>weight"'s shape, or "<p>weight_shape" when
+// the codes are stored sparse (only in format /2, never both).
+inline std::vector<index_t> weight_shape(const io::safetensors_file& f, const std::string& p, bool sparse_allowed) {
+  const bool sparse = f.contains(p + "weight_mask") || f.contains(p + "weight_values") || f.contains(p + "weight_shape");
+  if (!sparse) return f.at(p + "weight").shape;
+  QLIB_CHECK(sparse_allowed, errc::invalid_argument,
+             "quantized model: " + p + "weight is stored sparse, which format quantized_sequential/1 does not allow");
+  QLIB_CHECK(!f.contains(p + "weight"), errc::invalid_argument,
+             "quantized model: " + p + "weight is stored both dense and sparse");
+  const std::vector<std::int64_t> s = f.values<std::int64_t>(p + "weight_shape");
+  QLIB_CHECK(s.size() == 4 && f.at(p + "weight_shape").rank() == 1, errc::shape_mismatch,
+             "quantized model: " + p + "weight_shape must hold 4 extents");
+  std::vector<index_t> shape;
+  index_t n = 1;
+  for (std::int64_t e : s) {
+    QLIB_CHECK(e > 0 && e <= (std::int64_t{1} << 31) && n <= PTRDIFF_MAX / e, errc::invalid_argument,
+               "quantized model: " + p + "weight_shape holds " + std::to_string(e));
+    n *= static_cast<index_t>(e);
+    shape.push_back(static_cast<index_t>(e));
+  }
+  return shape;
+}
+
+// The out x k codes of layer p, dense or sparse (weight_shape already checked against
+// the layer); a masked-out code is its channel's zero point z (size 1 or out).
+inline std::vector<std::int8_t> weight_codes(const io::safetensors_file& f, const std::string& p, index_t out,
+                                             index_t k, const std::vector<std::int32_t>& z) {
+  if (f.contains(p + "weight")) {
+    QLIB_CHECK(f.at(p + "weight").type == io::dtype::i8, errc::invalid_argument,
+               "quantized model: " + p + "weight must be I8");
+    return f.values<std::int8_t>(p + "weight");
+  }
+  const index_t n = out * k;
+  QLIB_CHECK(f.at(p + "weight_mask").type == io::dtype::u8 && f.at(p + "weight_values").type == io::dtype::i8,
+             errc::invalid_argument, "quantized model: " + p + "weight_mask must be U8 and weight_values I8");
+  const std::vector<std::uint8_t> mask = f.values<std::uint8_t>(p + "weight_mask");
+  const std::vector<std::int8_t> kept = f.values<std::int8_t>(p + "weight_values");
+  QLIB_CHECK(f.at(p + "weight_mask").rank() == 1 && static_cast<index_t>(mask.size()) == (n + 7) / 8,
+             errc::shape_mismatch,
+             "quantized model: " + p + "weight_mask must be [" + std::to_string((n + 7) / 8) + "] for " +
+                 std::to_string(n) + " weights");
+  QLIB_CHECK(n % 8 == 0 || (mask.back() >> (n % 8)) == 0, errc::invalid_argument,
+             "quantized model: " + p + "weight_mask has bits set past the last weight");
+  index_t set = 0;
+  for (std::uint8_t b : mask) set += __builtin_popcount(b);
+  QLIB_CHECK(f.at(p + "weight_values").rank() == 1 && static_cast<index_t>(kept.size()) == set, errc::shape_mismatch,
+             "quantized model: " + p + "weight_values holds " + std::to_string(kept.size()) + " codes, the mask " +
+                 std::to_string(set));
+  for (std::int32_t zp : z)
+    QLIB_CHECK(zp >= -128 && zp <= 127, errc::invalid_argument,
+               "quantized model: " + p + "weight_zero_point " + std::to_string(zp) + " is not an int8 code");
+  std::vector<std::int8_t> codes(static_cast<std::size_t>(n));
+  std::size_t t = 0;
+  for (index_t i = 0; i < n; ++i) {
+    const auto at = static_cast<std::size_t>(i);
+    codes[at] = (mask[at / 8] >> (at % 8)) & 1u ? kept[t++]
+                                                 : static_cast<std::int8_t>(z[z.size() == 1 ? 0 : at / static_cast<std::size_t>(k)]);
+  }
+  return codes;
+}
+
 inline quantized_weights load_weights(const io::safetensors_file& f, const std::string& p, index_t out, index_t k,
                                       index_t groups) {
   quantized_weights w;
-  const io::tensor_info& t = f.at(p + "weight");
-  QLIB_CHECK(t.type == io::dtype::i8, errc::invalid_argument, "quantized model: " + p + "weight must be I8");
-  index_t n = 1;
-  for (index_t e : t.shape) n *= e;
-  QLIB_CHECK(!t.shape.empty() && t.shape[0] == out && n == out * k, errc::shape_mismatch,
-             "quantized model: " + p + "weight has shape " + io::detail::shape_string(t.shape));
-  const std::vector<std::int8_t> v = f.values<std::int8_t>(p + "weight");
-  w.values = tensor<std::int8_t, 2>(extents<2>{out, k});
-  std::copy(v.begin(), v.end(), w.values.data());
   const std::vector<float> s = f.values<float>(p + "weight_scale");
   const std::vector<std::int32_t> z = f.values<std::int32_t>(p + "weight_zero_point");
   QLIB_CHECK(s.size() == z.size() && (s.size() == 1 || static_cast<index_t>(s.size()) == out), errc::shape_mismatch,
              "quantized model: " + p + "weight_scale / weight_zero_point sizes");
+  const std::vector<std::int8_t> v = weight_codes(f, p, out, k, z);
+  QLIB_CHECK(static_cast<index_t>(v.size()) == out * k, errc::shape_mismatch,
+             "quantized model: " + p + "weight has " + std::to_string(v.size()) + " codes, not " +
+                 std::to_string(out) + " x " + std::to_string(k));
+  w.values = tensor<std::int8_t, 2>(extents<2>{out, k});
+  std::copy(v.begin(), v.end(), w.values.data());
   w.params = quant_params(s.size() == 1 ? granularity::per_tensor() : granularity::per_channel(0), -128, 127, s, z);
   w.params.validate();
   w.bias = f.values<std::int32_t>(p + "bias");
@@ -90,9 +207,11 @@ inline quantized_weights load_weights(const io::safetensors_file& f, const std::
 }
 }  // namespace detail
 
-inline io::safetensors_writer save_quantized(const quantized_sequential& m) {
+// The model as a safetensors file (see the layout above); by default pruned weights are
+// stored sparse where that is smaller (weight_storage::dense for format /1 only).
+inline io::safetensors_writer save_quantized(const quantized_sequential& m, const quantized_save_options& opt = {}) {
   io::safetensors_writer wr;
-  wr.set_metadata("qlib.format", "quantized_sequential/1");
+  bool any_sparse = false;
   wr.set_metadata("qlib.layers", std::to_string(m.layers.size()));
   tensor<float, 1> in(extents<1>{2});
   in(0) = m.input.scale;
@@ -117,13 +236,15 @@ inline io::safetensors_writer save_quantized(const quantized_sequential& m) {
             const index_t o = v.out_channels();
             detail::save_weights(wr, p, v.w,
                                  tensor_view<const std::int8_t, 4>(
-                                     v.w.values.data(), {o, v.opt.kernel_h, v.opt.kernel_w, v.in_channels / v.opt.groups}));
+                                     v.w.values.data(), {o, v.opt.kernel_h, v.opt.kernel_w, v.in_channels / v.opt.groups}),
+                                 opt, any_sparse);
             output(v.output, false);
             wr.add(p + "config", detail::window_config(v.opt, v.in_channels));
           } else if constexpr (std::is_same<L, qlinear>::value) {
             wr.set_metadata("qlib.layer." + std::to_string(i), "qlinear");
             detail::save_weights(wr, p, v.w,
-                                 tensor_view<const std::int8_t, 4>(v.w.values.data(), {v.out_features(), 1, 1, v.in_features()}));
+                                 tensor_view<const std::int8_t, 4>(v.w.values.data(), {v.out_features(), 1, 1, v.in_features()}),
+                                 opt, any_sparse);
             output(v.output, v.float_output);
           } else if constexpr (std::is_same<L, max_pool2d>::value) {
             wr.set_metadata("qlib.layer." + std::to_string(i), "max_pool2d");
@@ -137,6 +258,7 @@ inline io::safetensors_writer save_quantized(const quantized_sequential& m) {
         },
         m.layers[i]);
   }
+  wr.set_metadata("qlib.format", any_sparse ? "quantized_sequential/2" : "quantized_sequential/1");
   return wr;
 }
 
@@ -147,8 +269,10 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
     QLIB_CHECK(it != md.end(), errc::invalid_argument, "quantized model: metadata \"" + k + "\" missing");
     return it->second;
   };
-  QLIB_CHECK(meta("qlib.format") == "quantized_sequential/1", errc::unsupported,
-             "quantized model: unknown format \"" + meta("qlib.format") + "\"");
+  const std::string& format = meta("qlib.format");
+  QLIB_CHECK(format == "quantized_sequential/1" || format == "quantized_sequential/2", errc::unsupported,
+             "quantized model: unknown format \"" + format + "\"");
+  const bool sparse_allowed = format == "quantized_sequential/2";
   const std::string& count_s = meta("qlib.layers");
   QLIB_CHECK(!count_s.empty() && count_s.size() < 6 && count_s.find_first_not_of("0123456789") == std::string::npos,
              errc::invalid_argument, "quantized model: bad qlib.layers");
@@ -163,7 +287,8 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
   for (std::size_t i = 0; i < count; ++i) {
     const std::string p = std::to_string(i) + ".";
     const std::string& kind = meta("qlib.layer." + std::to_string(i));
-    for (const char* t : {"weight", "weight_scale", "weight_zero_point", "bias", "output", "config"})
+    for (const char* t : {"weight", "weight_shape", "weight_mask", "weight_values", "weight_scale", "weight_zero_point",
+                          "bias", "output", "config"})
       used.push_back(p + t);
     auto read_output = [&](quantized_output& o, bool& float_out) {
       const std::vector<float> t = f.values<float>(p + "output");
@@ -184,13 +309,13 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
     if (kind == "qconv2d") {
       qconv2d c;
       c.opt = detail::read_window(f, p + "config", c.in_channels);
-      const io::tensor_info& t = f.at(p + "weight");
-      QLIB_CHECK(t.shape.size() == 4 && c.opt.groups > 0 && c.in_channels % c.opt.groups == 0, errc::shape_mismatch,
+      const std::vector<index_t> shape = detail::weight_shape(f, p, sparse_allowed);
+      QLIB_CHECK(shape.size() == 4 && c.opt.groups > 0 && c.in_channels % c.opt.groups == 0, errc::shape_mismatch,
                  "quantized model: " + p + "weight must be [out, kh, kw, in/groups]");
-      QLIB_CHECK(t.shape[1] == c.opt.kernel_h && t.shape[2] == c.opt.kernel_w && t.shape[3] == c.in_channels / c.opt.groups,
+      QLIB_CHECK(shape[1] == c.opt.kernel_h && shape[2] == c.opt.kernel_w && shape[3] == c.in_channels / c.opt.groups,
                  errc::shape_mismatch, "quantized model: " + p + "weight does not match its config");
       c.in = cur;
-      c.w = detail::load_weights(f, p, t.shape[0], t.shape[1] * t.shape[2] * t.shape[3], c.opt.groups);
+      c.w = detail::load_weights(f, p, shape[0], shape[1] * shape[2] * shape[3], c.opt.groups);
       bool float_out = false;
       read_output(c.output, float_out);
       QLIB_CHECK(!float_out, errc::unsupported, "quantized model: qconv2d with float output");
@@ -203,11 +328,11 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
       m.layers.emplace_back(std::move(c));
     } else if (kind == "qlinear") {
       qlinear l;
-      const io::tensor_info& t = f.at(p + "weight");
-      QLIB_CHECK(t.shape.size() == 4 && t.shape[1] == 1 && t.shape[2] == 1, errc::shape_mismatch,
+      const std::vector<index_t> shape = detail::weight_shape(f, p, sparse_allowed);
+      QLIB_CHECK(shape.size() == 4 && shape[1] == 1 && shape[2] == 1, errc::shape_mismatch,
                  "quantized model: " + p + "weight must be [out, 1, 1, in]");
       l.in = cur;
-      l.w = detail::load_weights(f, p, t.shape[0], t.shape[3], 1);
+      l.w = detail::load_weights(f, p, shape[0], shape[3], 1);
       quantized_output o;
       read_output(o, l.float_output);
       if (l.float_output) {
