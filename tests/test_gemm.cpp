@@ -54,7 +54,7 @@ struct case_spec {
   bool per_channel = false;
   bool weight_zero_points = false;
   bool b_transposed = false;  // B given as the transpose of an N x K tensor
-  int value_mode = 0;         // 0 uniform, 1 extremes only
+  int value_mode = 0;         // 0 uniform, 1 extremes only, 2 7-bit weights (AVX2's vpmaddubsw kernel)
   int threads = 1;
   int executor = 0;  // 0 default pool, 1 serial_executor, 2 reverse_executor
   int pipeline = 0;
@@ -71,8 +71,14 @@ struct case_spec {
 
 template <class T>
 T random_operand(int mode) {
-  if (mode == 1) return rand_int(0, 1) ? std::numeric_limits<T>::min() : std::numeric_limits<T>::max();
+  if (mode == 1 || (mode == 2 && rand_int(0, 1) == 0))
+    return rand_int(0, 1) ? std::numeric_limits<T>::min() : std::numeric_limits<T>::max();
   return random_value<T>();
+}
+// A weight in [-64, 63], the ends often: the largest pair sums vpmaddubsw sees.
+std::int8_t random_7bit_weight() {
+  if (rand_int(0, 2) == 0) return static_cast<std::int8_t>(rand_int(0, 1) ? -64 : 63);
+  return static_cast<std::int8_t>(rand_int(-64, 63));
 }
 
 template <class Act>
@@ -93,7 +99,7 @@ struct operands {
       b_storage = tensor<std::int8_t, 2>({cs.k, cs.n});
       b = b_storage.cview();
     }
-    for (auto& v : b_storage) v = random_operand<std::int8_t>(cs.value_mode);
+    for (auto& v : b_storage) v = cs.value_mode == 2 ? random_7bit_weight() : random_operand<std::int8_t>(cs.value_mode);
     const index_t params = cs.per_channel ? cs.n : 1;
     std::vector<float> scales(static_cast<std::size_t>(params));
     std::vector<std::int32_t> zps(scales.size(), 0);
@@ -104,6 +110,7 @@ struct operands {
     weight_params = quant_params(cs.per_channel ? granularity::per_channel(1) : granularity::per_tensor(), -128, 127,
                                  scales, zps);
     packed = gemm::pack(b, weight_params);
+    if (cs.value_mode == 2) REQUIRE(packed.fits_7_bits());
   }
 };
 
@@ -154,7 +161,7 @@ void check_pipeline(const case_spec& cs, const operands<Act>& ops, const Pipelin
   const Out sentinel = sentinel_value<Out>();
   const std::vector<isa> isas = supported_isas();
   for (isa i : isas) {
-    INFO("isa " << isa_name(i) << " kernel " << gemm::kernel_name(i));
+    INFO("isa " << isa_name(i) << " kernel " << gemm::kernel_name(i, ops.packed));
     strided_matrix<Out> c(cs.m, cs.n, cs.n + cs.c_pad, sentinel);
     dispatch_isa(i, [&](auto tag) {
       gemm::gemm(tag, ops.a.cview(), gemm::activation_params{cs.a_zero_point}, ops.packed, pipeline, c.view(), opt);
@@ -276,6 +283,7 @@ TEST_CASE("gemm: the standard case list on every ISA", "[gemm][isa]") {
         cs.per_channel = (count / 3) % 2 == 1;
         cs.weight_zero_points = (count / 5) % 3 == 0;
         cs.pipeline = count % pipeline_count;
+        cs.value_mode = (count / 7) % 3 == 0 ? 2 : 0;
         run_case(cs);
         ++count;
       }
@@ -361,7 +369,7 @@ TEST_CASE("gemm: random shapes, strides, zero points, pipelines and threads on e
     cs.per_channel = rand_int(0, 1) == 1;
     cs.weight_zero_points = rand_int(0, 3) == 0;
     cs.b_transposed = rand_int(0, 2) == 0;
-    cs.value_mode = rand_int(0, 7) == 0 ? 1 : 0;
+    cs.value_mode = rand_int(0, 7) == 0 ? 1 : rand_int(0, 3) == 0 ? 2 : 0;
     cs.threads = rand_int(0, 3) == 0 ? rand_int(2, 4) : 1;
     cs.executor = rand_int(0, 2);
     cs.pipeline = rand_int(0, pipeline_count - 1);
@@ -558,6 +566,20 @@ TEST_CASE("gemm: kernel names spell the contract", "[gemm]") {
   REQUIRE(std::string(gemm::kernel_name(isa::avx512_vnni)) == "avx512vnni_x8s8_6x64c4");
   REQUIRE(std::string(gemm::kernel_name(isa::avx_vnni)) == "avxvnni_x8s8_6x16c4");
   REQUIRE(std::string(gemm::kernel_name(isa::avx512)) == "avx2_x8s8_4x8c4_madd16");  // no VNNI: AVX2's kernel
+  // 7-bit weights take vpmaddubsw on the ISAs that run the AVX2 kernel, and only there.
+  tensor<std::int8_t, 2> b({5, 3});
+  for (auto& v : b) v = 63;
+  b(4, 2) = -64;
+  const gemm::packed_weights w7 = gemm::pack(b.cview());
+  CHECK(w7.fits_7_bits());
+  CHECK(std::string(gemm::kernel_name(isa::avx2, w7)) == "avx2_x8s7_4x16c4_maddubs");
+  CHECK(std::string(gemm::kernel_name(isa::avx512, w7)) == "avx2_x8s7_4x16c4_maddubs");
+  CHECK(std::string(gemm::kernel_name(isa::avx512_vnni, w7)) == "avx512vnni_x8s8_6x64c4");
+  b(0, 0) = 64;
+  CHECK_FALSE(gemm::pack(b.cview()).fits_7_bits());
+  CHECK(std::string(gemm::kernel_name(isa::avx2, gemm::pack(b.cview()))) == "avx2_x8s8_4x8c4_madd16");
+  b(0, 0) = -65;
+  CHECK_FALSE(gemm::pack(b.cview()).fits_7_bits());
 #endif
 #if QLIB_ARCH_AARCH64
   REQUIRE(std::string(gemm::kernel_name(isa::neon)) == "neon_x8s8_4x8c4_smull");

@@ -15,6 +15,7 @@
 #include "qlib/gemm/zero_point_correction.hpp"
 // Every kernel and epilogue overload must be declared before the templates below.
 #include "qlib/kernels/avx2/gemm_panel.hpp"
+#include "qlib/kernels/avx2/gemm_panel_7bit.hpp"
 #include "qlib/kernels/avx2/output_stages.hpp"
 #include "qlib/kernels/avx512/output_stages.hpp"
 #include "qlib/kernels/avx512vnni/gemm_panel.hpp"
@@ -118,10 +119,10 @@ void gemm_part(Tag tag, tensor_view<const Act, 2> a, std::int32_t za, const pack
   }
 }
 
-template <class Tag, class Act, class Pipeline, class Out>
-void run_gemm(Tag tag, tensor_view<const Act, 2> a, std::int32_t za, const packed_weights& w,
-              const Pipeline& pipeline, tensor_view<Out, 2> c, const gemm_options& opt) {
-  using kernel = decltype(kernels::gemm_kernel_for(tag));
+template <class Kernel, class Tag, class Act, class Pipeline, class Out>
+void run_gemm_with(Tag tag, tensor_view<const Act, 2> a, std::int32_t za, const packed_weights& w,
+                   const Pipeline& pipeline, tensor_view<Out, 2> c, const gemm_options& opt) {
+  using kernel = Kernel;
   const index_t m = a.shape(0), panels = w.panel_count();
   if (m == 0) return;
   if (opt.threads == 1) return gemm_part<kernel>(tag, a, za, w, pipeline, c, 0, m, 0, panels);
@@ -137,6 +138,19 @@ void run_gemm(Tag tag, tensor_view<const Act, 2> a, std::int32_t za, const packe
   };
   parallel_executor& ex = opt.executor ? *opt.executor : default_thread_pool();
   ex.parallel_for(panel_parts * row_parts, part);
+}
+
+// The ISA's kernel, except that 7-bit weights take the vpmaddubsw kernel where the ISA
+// would run the 16-bit widening AVX2 one (AVX2, and AVX-512 without VNNI).
+template <class Tag, class Act, class Pipeline, class Out>
+void run_gemm(Tag tag, tensor_view<const Act, 2> a, std::int32_t za, const packed_weights& w,
+              const Pipeline& pipeline, tensor_view<Out, 2> c, const gemm_options& opt) {
+#if QLIB_HAS_X86_KERNELS
+  if constexpr (std::is_same<decltype(kernels::gemm_kernel_for(tag)), kernels::avx2_gemm_kernel>::value) {
+    if (w.fits_7_bits()) return run_gemm_with<kernels::avx2_7bit_gemm_kernel>(tag, a, za, w, pipeline, c, opt);
+  }
+#endif
+  run_gemm_with<decltype(kernels::gemm_kernel_for(tag))>(tag, a, za, w, pipeline, c, opt);
 }
 
 constexpr isa isa_of(arch::portable) noexcept { return isa::portable; }
@@ -196,6 +210,17 @@ void gemm(Tag tag, tensor_view<TA, 2> a, const activation_params& ap, const pack
 // The name of the micro-kernel that ISA `i` runs (for logs and benchmarks).
 inline const char* kernel_name(isa i) {
   return dispatch_isa(i, [](auto tag) { return decltype(kernels::gemm_kernel_for(tag))::name; });
+}
+// The same for these weights (7-bit weights run another kernel on AVX2).
+inline const char* kernel_name(isa i, const packed_weights& w) {
+  return dispatch_isa(i, [&](auto tag) {
+    using kernel = decltype(kernels::gemm_kernel_for(tag));
+#if QLIB_HAS_X86_KERNELS
+    if (std::is_same<kernel, kernels::avx2_gemm_kernel>::value && w.fits_7_bits())
+      return kernels::avx2_7bit_gemm_kernel::name;
+#endif
+    return kernel::name;
+  });
 }
 
 }  // namespace gemm

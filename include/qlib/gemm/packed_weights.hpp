@@ -54,6 +54,10 @@ class packed_weights {
   float scale(index_t n) const noexcept { return scales_[per_channel() ? static_cast<std::size_t>(n) : 0]; }
   // max over n of sum_k |B[k][n] - zero_point(n)|.
   std::int64_t max_abs_column_sum() const noexcept { return max_abs_column_sum_; }
+  // Every code in [-64, 63] (7-bit weights): on AVX2 the driver then runs the
+  // vpmaddubsw kernel, which cannot saturate with such weights
+  // (kernels/avx2/gemm_panel_7bit.hpp), instead of the 16-bit widening one.
+  bool fits_7_bits() const noexcept { return fits_7_bits_; }
 
  private:
   friend packed_weights pack(tensor_view<const std::int8_t, 2> b, const quant_params& params);
@@ -65,6 +69,7 @@ class packed_weights {
   std::vector<float> scales_;
   std::int64_t max_abs_column_sum_ = 0;
   bool has_zero_points_ = false;
+  bool fits_7_bits_ = false;
 };
 
 // Packs B (K x N, any strides: pass w.transpose(0, 1) for a PyTorch-style [out, in]
@@ -97,6 +102,7 @@ inline packed_weights pack(tensor_view<const std::int8_t, 2> b, const quant_para
   w.column_sums_.assign(static_cast<std::size_t>(n), 0);
 
   std::int8_t* out = w.data_.data();
+  bool fits_7_bits = true;
   for (index_t p = 0; p < panels; ++p) {
     const index_t n0 = p * panel_width, cols = std::min(panel_width, n - n0);
     std::int8_t* panel = out + p * w.k_padded_ * panel_width;
@@ -109,11 +115,13 @@ inline packed_weights pack(tensor_view<const std::int8_t, 2> b, const quant_para
         panel[(kk / k_group) * k_group_bytes + j * k_group + kk % k_group] = v;
         sum += v;
         abs_sum += std::abs(static_cast<std::int32_t>(v) - zb);
+        fits_7_bits = fits_7_bits && v >= -64 && v <= 63;
       }
       w.column_sums_[static_cast<std::size_t>(n0 + j)] = sum;
       w.max_abs_column_sum_ = std::max(w.max_abs_column_sum_, abs_sum);
     }
   }
+  w.fits_7_bits_ = fits_7_bits;
   w.has_zero_points_ = std::any_of(w.zero_points_.begin(), w.zero_points_.end(), [](std::int32_t z) { return z != 0; });
   return w;
 }
