@@ -10,6 +10,9 @@
 // qlib_int8_out runs the same GEMM with an int8 layer epilogue (bias, per-channel
 // requantize, ReLU, saturating cast), to show what the output pipeline costs;
 // qlib_u8_out (the CNN shapes only) the uint8 epilogue of a conv layer feeding the next.
+// avx2/ and avx2_7bit/ (M >= 128 shapes) run qlib on the AVX2 path: 8-bit weights (the
+// 16-bit widening kernel) and the same weights halved into [-64, 63] (the vpmaddubsw
+// kernel that 7-bit weights get).
 // After the run a table prints qlib/oneDNN and qlib/sgemm per shape, each number the
 // best of QLIB_BENCH_ROUNDS rounds of the whole suite (the machine may be shared).
 //
@@ -28,6 +31,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "qlib/gemm.hpp"
@@ -110,7 +114,7 @@ struct operands {
   shape s;
   qlib::tensor<std::uint8_t, 2> a;
   qlib::tensor<std::int8_t, 2> b;
-  qlib::gemm::packed_weights packed;
+  qlib::gemm::packed_weights packed, packed_7bit;
   qlib::tensor<std::int32_t, 2> c;
 
   explicit operands(const shape& sh) : s(sh), a({sh.m, sh.k}), b({sh.k, sh.n}), c({sh.m, sh.n}) {
@@ -118,6 +122,9 @@ struct operands {
     for (auto& v : a) v = static_cast<std::uint8_t>(g());
     for (auto& v : b) v = static_cast<std::int8_t>(g());
     packed = qlib::gemm::pack(b.cview());
+    qlib::tensor<std::int8_t, 2> b7({sh.k, sh.n});
+    for (index_t i = 0; i < b.size(); ++i) b7.data()[i] = static_cast<std::int8_t>(b.data()[i] >> 1);
+    packed_7bit = qlib::gemm::pack(b7.cview());
   }
 };
 operands& operands_of(int i) {
@@ -128,6 +135,7 @@ operands& operands_of(int i) {
 
 struct row {
   double qlib = 0, qlib_int8 = 0, qlib_u8 = 0, onednn = 0, sgemm = 0;  // best GOPS over the rounds
+  double avx2 = 0, avx2_7bit = 0;
   std::string onednn_impl;
   bool onednn_matches = true;
 };
@@ -189,6 +197,25 @@ void BM_qlib(benchmark::State& state) {
     const double bps = static_cast<double>(o.packed.byte_size()) * static_cast<double>(state.iterations()) / secs;
     state.counters["pct_read"] = 100.0 * bps / read_bytes_per_second(i);
   }
+}
+
+// qlib on the AVX2 path (static dispatch), 8-bit weights (range(1) = 0) or 7-bit (1).
+void BM_qlib_avx2(benchmark::State& state) {
+  const int i = static_cast<int>(state.range(0));
+  const bool seven = state.range(1) != 0;
+  operands& o = operands_of(i);
+  const qlib::gemm::packed_weights& w = seven ? o.packed_7bit : o.packed;
+  state.SetLabel(shape_name(o.s) + " " + qlib::gemm::kernel_name(qlib::isa::avx2, w));
+  qlib::gemm::gemm(qlib::arch::avx2{}, o.a.cview(), {0}, w, std::tuple<>{}, o.c.view());
+  const loop_timer t;
+  for (auto _ : state) {
+    qlib::gemm::gemm(qlib::arch::avx2{}, o.a.cview(), {0}, w, std::tuple<>{}, o.c.view());
+    benchmark::ClobberMemory();
+  }
+  const double secs = t.seconds();
+  set_gemm_counters(state, o.s, secs);
+  double& best = seven ? table()[i].avx2_7bit : table()[i].avx2;
+  best = std::max(best, ops(o.s) * static_cast<double>(state.iterations()) / secs / 1e9);
 }
 
 // Per-channel bias and fixed-point multipliers of a layer epilogue (real multiplier
@@ -322,6 +349,12 @@ void register_benchmarks() {
   for (int i = 0; i < shape_count; ++i) {
     const std::string name = shape_name(shapes[i]);
     benchmark::RegisterBenchmark(("qlib/" + name).c_str(), BM_qlib)->Arg(i)->Unit(benchmark::kMicrosecond)->UseRealTime();
+    if (shapes[i].m >= 128 && qlib::isa_supported(qlib::isa::avx2))
+      for (int seven = 0; seven < 2; ++seven)
+        benchmark::RegisterBenchmark(((seven ? "avx2_7bit/" : "avx2/") + name).c_str(), BM_qlib_avx2)
+            ->Args({i, seven})
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
     benchmark::RegisterBenchmark(("qlib_int8_out/" + name).c_str(), BM_qlib_int8_out)
         ->Arg(i)
         ->Unit(benchmark::kMicrosecond)
@@ -366,6 +399,11 @@ void print_summary() {
                 r.qlib_u8, 100.0 * r.qlib_u8 / peak, r.onednn, 100.0 * r.onednn / peak,
                 r.onednn > 0 ? r.qlib / r.onednn : 0.0, r.sgemm, r.sgemm > 0 ? r.qlib / r.sgemm : 0.0, notes.c_str());
   }
+  std::printf("\nAVX2 path (no VNNI): %-16s %9s %11s %8s\n", "M x N x K", "8-bit w", "7-bit w", "7/8");
+  for (const auto& kv : table())
+    if (kv.second.avx2 > 0)
+      std::printf("                     %-16s %9.1f %11.1f %8.2f\n", shape_name(shapes[kv.first]).c_str(),
+                  kv.second.avx2, kv.second.avx2_7bit, kv.second.avx2_7bit / kv.second.avx2);
   for (const auto& kv : table())
     if (!kv.second.onednn_impl.empty())
       std::printf("oneDNN implementation for %s: %s\n", shape_name(shapes[kv.first]).c_str(),

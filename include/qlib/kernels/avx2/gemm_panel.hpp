@@ -96,9 +96,9 @@ QLIB_TARGET_AVX2 __attribute__((noinline)) void strip(index_t k, const std::uint
 }
 
 template <bool Signed>
-QLIB_TARGET_AVX2 void run_tile(index_t rows, index_t k, const std::uint8_t* a, index_t lda, const std::int8_t* panel, const std::int32_t* column_init, std::int32_t* c) {
+QLIB_TARGET_AVX2 void run_tile(index_t rows, index_t k, const std::uint8_t* a, index_t lda, const std::int8_t* panel, const std::int32_t* column_init, std::int32_t* c, index_t cols) {
   QLIB_ASSERT(rows >= 1 && rows <= 4);
-  for (index_t col = 0; col < gemm::panel_width; col += 8) {
+  for (index_t col = 0; col < cols; col += 8) {  // strips past the real columns are skipped
     const std::int8_t* b = panel + col * gemm::k_group;
     switch (rows) {
       case 4: strip<4, Signed>(k, a, lda, b, column_init + col, c + col); break;
@@ -122,8 +122,10 @@ struct avx2_gemm_kernel {
                         const std::int32_t* column_init, Output& out) {
     alignas(64) std::int32_t tile[4 * gemm::panel_width];
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(a);
+    const index_t cols = output_columns(out);
     for_each_row_tile(m, 4, [&](index_t r0, index_t rows) {
-      avx2_detail::run_tile<std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, column_init, tile);
+      avx2_detail::run_tile<std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, column_init, tile,
+                                                        cols);
       hand_over(out, r0, rows, tile);
     });
   }

@@ -83,9 +83,9 @@ QLIB_TARGET_AVX2 __attribute__((noinline)) void strip(index_t k, const std::uint
 
 template <bool Flip>
 QLIB_TARGET_AVX2 void run_tile(index_t rows, index_t k, const std::uint8_t* a, index_t lda, const std::int8_t* panel,
-                               const std::int32_t* column_init, std::int32_t* c) {
+                               const std::int32_t* column_init, std::int32_t* c, index_t cols) {
   QLIB_ASSERT(rows >= 1 && rows <= 4);
-  for (index_t col = 0; col < gemm::panel_width; col += 16) {
+  for (index_t col = 0; col < cols; col += 16) {  // strips past the real columns are skipped
     const std::int8_t* b = panel + col * gemm::k_group;
     switch (rows) {
       case 4: strip<4, Flip>(k, a, lda, b, column_init + col, c + col); break;
@@ -109,9 +109,10 @@ struct avx2_7bit_gemm_kernel {
                         const std::int32_t* column_init, Output& out) {
     alignas(64) std::int32_t tile[4 * gemm::panel_width];
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(a);
+    const index_t cols = output_columns(out);
     for_each_row_tile(m, 4, [&](index_t r0, index_t rows) {
       avx2_7bit_detail::run_tile<std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, column_init,
-                                                             tile);
+                                                             tile, cols);
       hand_over(out, r0, rows, tile);
     });
   }

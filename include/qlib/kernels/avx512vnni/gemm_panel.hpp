@@ -191,17 +191,7 @@ QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void run_narrow_tile(index_t mr, inde
   tile<MR, NV, Flip>(k, a, lda, b, init, c, ldc, cols);
 }
 
-// The real columns of the panel when the output says so (direct_int32_output and the
-// driver's epilogue carry `cols`), else the whole panel.
-template <class Output, class = void>
-struct has_columns : std::false_type {};
-template <class Output>
-struct has_columns<Output, decltype((void)std::declval<const Output&>().cols)> : std::true_type {};
-template <class Output>
-index_t output_columns(const Output& out) {
-  if constexpr (has_columns<Output>::value) return out.cols;
-  else return gemm::panel_width;
-}
+using kernels::output_columns;
 
 // run_panel for a panel with at most 16 * NV real columns. Rows go in tiles of mr; a
 // last partial tile runs as a whole mr tile ending at row m, so it recomputes up to

@@ -59,6 +59,18 @@ void hand_over(Output& out, index_t row0, index_t rows, const std::int32_t* tile
   }
 }
 
+// The real columns of the panel when the output says so (direct_int32_output and the
+// driver's epilogue carry `cols`), else the whole panel: kernels may skip the others.
+template <class Output, class = void>
+struct has_columns : std::false_type {};
+template <class Output>
+struct has_columns<Output, decltype((void)std::declval<const Output&>().cols)> : std::true_type {};
+template <class Output>
+index_t output_columns(const Output& out) {
+  if constexpr (has_columns<Output>::value) return out.cols;
+  else return gemm::panel_width;
+}
+
 // Splits m rows into tiles of at most `mr` rows, calling f(row0, rows). A short last
 // tile (< mr/2 rows) is merged with the one before and the pair split evenly, so every
 // tile keeps enough independent accumulators (m = 8, mr = 6 gives 4 + 4, not 6 + 2).
