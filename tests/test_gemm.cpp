@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gemm_test_util.hpp"
+#include "qlib/quantize.hpp"
 
 using namespace qlib;
 using namespace gemm_test;
@@ -580,6 +581,12 @@ TEST_CASE("gemm: kernel names spell the contract", "[gemm]") {
   CHECK(std::string(gemm::kernel_name(isa::avx2, gemm::pack(b.cview()))) == "avx2_x8s8_4x8c4_madd16");
   b(0, 0) = -65;
   CHECK_FALSE(gemm::pack(b.cview()).fits_7_bits());
+  // Weights quantized with schemes::s7_symmetric always fit.
+  tensor<float, 2> wf({40, 24});
+  for (auto& v : wf) v = qlib_test::rand_float(-3.0f, 3.0f);
+  const auto q7 = quantize(wf.cview(), schemes::s7_symmetric, granularity::per_channel(1));
+  CHECK(gemm::pack(q7.values.cview(), q7.params).fits_7_bits());
+  CHECK(*std::min_element(q7.values.begin(), q7.values.end()) == -63);
 #endif
 #if QLIB_ARCH_AARCH64
   REQUIRE(std::string(gemm::kernel_name(isa::neon)) == "neon_x8s8_4x8c4_smull");

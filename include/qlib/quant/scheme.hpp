@@ -70,6 +70,9 @@ inline constexpr affine_scheme<std::int8_t> s8_asymmetric{symmetry::asymmetric, 
 inline constexpr affine_scheme<std::int8_t> s8_symmetric{symmetry::symmetric, 8, int_range::restricted};
 // Weights: symmetric int8 over all of [-128,127], scale = amax/127.5 (PyTorch qint8).
 inline constexpr affine_scheme<std::int8_t> s8_symmetric_full{symmetry::symmetric, 8, int_range::full};
+// 7-bit weights, symmetric in [-63,63]: on CPUs with AVX2 but no VNNI the int8 GEMM runs
+// them on its vpmaddubsw kernel, about 1.8x the speed of 8-bit weights (gemm::packed_weights::fits_7_bits).
+inline constexpr affine_scheme<std::int8_t> s7_symmetric{symmetry::symmetric, 7, int_range::restricted};
 // 4-bit weights, symmetric in [-7,7].
 inline constexpr affine_scheme<std::int8_t> s4_symmetric{symmetry::symmetric, 4, int_range::restricted};
 // 4-bit weights, asymmetric in [0,15].
