@@ -1,11 +1,17 @@
 // GEMM output stages: fixed-point golden vectors, and every stage's ISA path against its scalar
-// eval() on crafted accumulators (ties, extremes, every shift), including the portable fallback.
+// eval() on crafted accumulators (ties, extremes, every shift), including the portable fallback,
+// tails next to inaccessible pages, and that gemm() on NEON runs the NEON epilogue.
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
+
+#if defined(__unix__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #include "gemm_test_util.hpp"
 
@@ -159,7 +165,7 @@ TEST_CASE("stages: fixed-point requantize equals eval() for every shift, ties in
 }
 
 TEST_CASE("stages: float requantize, clamps, casts, dequantize equal eval()", "[gemm][stages][isa]") {
-  for (index_t cols : {1, 7, 8, 9, 15, 16, 17, 33, 64}) {
+  for (index_t cols : {1, 2, 4, 6, 7, 8, 9, 15, 16, 17, 33, 64}) {  // tails of 4 (all three), 8 and 16 lanes
     INFO("cols " << cols);
     const index_t rows = 2;
     auto acc = crafted_accumulators(static_cast<std::size_t>(rows * cols));
@@ -169,7 +175,8 @@ TEST_CASE("stages: float requantize, clamps, casts, dequantize equal eval()", "[
     std::vector<std::int32_t> bias(fm.size());
     for (std::size_t j = 0; j < fm.size(); ++j) {
       fm[j] = j % 2 ? 0.5f : std::ldexp(1.0f + static_cast<float>(rand_int(0, 255)) / 256.0f, rand_int(-20, 2));
-      scale[j] = std::ldexp(1.0f, rand_int(-12, 3));
+      // Not powers of two: float(x) * (0.3 * scale) then differs from (float(x) * 0.3) * scale.
+      scale[j] = std::ldexp(1.0f + static_cast<float>(rand_int(1, 255)) / 256.0f, rand_int(-12, 3));
       bias[j] = rand_int(-1000, 1000);
     }
     check_on_every_isa(gemm::make_pipeline(gemm::requantize_float{0.5f, 3, -128, 127}), acc, rows, cols);
@@ -191,6 +198,10 @@ TEST_CASE("stages: float requantize, clamps, casts, dequantize equal eval()", "[
     check_on_every_isa(gemm::make_pipeline(gemm::dequantize{FLT_MAX}, gemm::clamp_float{-1e30f, 1e30f}), acc, rows, cols);
     check_on_every_isa(gemm::make_pipeline(gemm::dequantize{1.0f}, gemm::relu6_float()), acc, rows, cols);
     check_on_every_isa(gemm::make_pipeline(gemm::dequantize{FLT_MAX}, gemm::relu_float()), acc, rows, cols);
+    // Signed zeros at the bounds: eval() keeps the bound (x > lo ? x : lo gives lo = -0
+    // for x = +0, v < hi ? v : hi gives hi = +0 for v = -0), which fmax/fmin would not.
+    check_on_every_isa(gemm::make_pipeline(gemm::dequantize{0.5f}, gemm::clamp_float{-0.0f, 4.0f}), acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::dequantize{-0.5f}, gemm::clamp_float{-4.0f, 0.0f}), acc, rows, cols);
   }
 }
 
@@ -228,6 +239,26 @@ struct negate_float {
   float eval(float x, index_t, index_t) const noexcept { return -x; }
   void validate(index_t, index_t) const noexcept {}
 };
+// NaN in odd columns: clamp_float must turn it into lo, as eval() does.
+struct nan_in_odd_columns {
+  using input_type = float;
+  using output_type = float;
+  float eval(float x, index_t, index_t col) const noexcept {
+    return col % 2 ? std::numeric_limits<float>::quiet_NaN() : x;
+  }
+  void validate(index_t, index_t) const noexcept {}
+};
+// Takes a narrow integer, so the saturating_cast before it is not the last stage and
+// must clamp in registers itself.
+template <class T>
+struct widen_narrow {
+  using input_type = T;
+  using output_type = std::int32_t;
+  std::int32_t eval(T x, index_t, index_t col) const noexcept {
+    return static_cast<std::int32_t>(x) * 3 + static_cast<std::int32_t>(col);
+  }
+  void validate(index_t, index_t) const noexcept {}
+};
 }  // namespace
 
 TEST_CASE("stages: a stage without an ISA implementation falls back to eval()", "[gemm][stages][fallback]") {
@@ -240,6 +271,19 @@ TEST_CASE("stages: a stage without an ISA implementation falls back to eval()", 
     check_on_every_isa(gemm::make_pipeline(xor_position{}, sign_byte{}), acc, rows, cols, 1, 3);
     check_on_every_isa(gemm::make_pipeline(gemm::dequantize{0.5f}, negate_float{}, gemm::clamp_float{-7.0f, 1e9f}),
                        acc, rows, cols);
+    check_on_every_isa(
+        gemm::make_pipeline(gemm::dequantize{0.5f}, nan_in_odd_columns{}, gemm::clamp_float{-7.0f, 7.0f}), acc, rows,
+        cols);
+    // A saturating_cast in the middle of a pipeline (not merged into the store).
+    check_on_every_isa(gemm::make_pipeline(gemm::saturating_cast<std::int8_t>{}, widen_narrow<std::int8_t>{}), acc,
+                       rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::saturating_cast<std::uint8_t>{}, widen_narrow<std::uint8_t>{},
+                                           gemm::saturating_cast<std::int8_t>{}),
+                       acc, rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::saturating_cast<std::int16_t>{}, widen_narrow<std::int16_t>{}), acc,
+                       rows, cols);
+    check_on_every_isa(gemm::make_pipeline(gemm::saturating_cast<std::uint16_t>{}, widen_narrow<std::uint16_t>{}), acc,
+                       rows, cols);
   }
 }
 
@@ -253,3 +297,164 @@ TEST_CASE("stages: output bounds the overflow check follows", "[gemm][stages]") 
   CHECK(gemm::relu6(3, 0.1f).hi == 63);
   CHECK(gemm::relu(-4).lo == -4);
 }
+
+#if defined(__unix__)
+namespace {
+// `count` elements ending exactly where an inaccessible page begins, so that reading or
+// writing one element past the end faults (heap arrays would hide that outside ASan
+// builds, and the sanitizer build has no NEON path).
+template <class T>
+class page_fenced_array {
+ public:
+  explicit page_fenced_array(std::size_t count) {
+    const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    const std::size_t bytes = count * sizeof(T), data_pages = bytes / page + 1;
+    size_ = (data_pages + 1) * page;
+    void* base = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(base != MAP_FAILED);
+    base_ = static_cast<unsigned char*>(base);
+    REQUIRE(mprotect(base_ + data_pages * page, page, PROT_NONE) == 0);
+    data_ = reinterpret_cast<T*>(base_ + data_pages * page - bytes);
+  }
+  page_fenced_array(const page_fenced_array&) = delete;
+  page_fenced_array& operator=(const page_fenced_array&) = delete;
+  ~page_fenced_array() { munmap(base_, size_); }
+  T* data() const { return data_; }
+  T& operator[](std::size_t i) const { return data_[i]; }
+
+ private:
+  unsigned char* base_ = nullptr;
+  std::size_t size_ = 0;
+  T* data_ = nullptr;
+};
+
+// check_on_every_isa() with the tile and C each ending at a fenced page (row strides =
+// cols, so the last row's tail is the last thing before the fence).
+template <class Pipeline>
+void check_fenced_on_every_isa(const Pipeline& pipeline, const page_fenced_array<std::int32_t>& tile, index_t rows,
+                               index_t cols) {
+  using Out = gemm::pipeline_output_t<Pipeline>;
+  const auto n = static_cast<std::size_t>(rows * cols);
+  for (isa i : supported_isas()) {
+    page_fenced_array<Out> got(n);
+    dispatch_isa(i, [&](auto tag) {
+      kernels::store_tile(tag, pipeline, tile.data(), cols, rows, cols, got.data(), cols, 0, 0);
+    });
+    for (std::size_t x = 0; x < n; ++x) {
+      const auto col = static_cast<index_t>(x) % cols;
+      const Out want = gemm::eval_pipeline(pipeline, tile[x], static_cast<index_t>(x) / cols, col);
+      if (!same_bits(got[x], want)) {
+        FAIL_CHECK("isa " << isa_name(i) << ": accumulator " << tile[x] << " at column " << col << " gives " << +got[x]
+                          << ", eval() gives " << +want);
+        return;
+      }
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("stages: tails read and write nothing past the tile, C or a per-channel array", "[gemm][stages][isa]") {
+  using fpr = fixed_point_rounding;
+  for (index_t cols = 1; cols <= 19; ++cols) {
+    for (index_t rows : {1, 3}) {
+      INFO("rows " << rows << " cols " << cols);
+      const auto n = static_cast<std::size_t>(cols);
+      const auto acc = crafted_accumulators(static_cast<std::size_t>(rows * cols));
+      page_fenced_array<std::int32_t> tile(acc.size()), bias(n), multiplier(n), shift(n), zb(n);
+      page_fenced_array<float> float_multiplier(n), scale(n);
+      for (std::size_t x = 0; x < acc.size(); ++x) tile[x] = acc[x];
+      for (std::size_t j = 0; j < n; ++j) {
+        bias[j] = rand_int(-1000, 1000);
+        multiplier[j] = rand_int(1 << 30, int_max);
+        shift[j] = rand_int(-12, 3);
+        zb[j] = rand_int(-128, 127);
+        float_multiplier[j] = std::ldexp(1.0f + static_cast<float>(rand_int(0, 255)) / 256.0f, rand_int(-12, 0));
+        scale[j] = std::ldexp(1.0f, rand_int(-12, 3));
+      }
+      const std::int32_t row_sum[3] = {rand_int(-5000, 5000), rand_int(-5000, 5000), rand_int(-5000, 5000)};
+      const gemm::weight_zero_point_correction correction{row_sum, 0, zb.data(), true};
+      const gemm::bias_add b{bias.data(), cols};
+      check_fenced_on_every_isa(
+          gemm::make_pipeline(correction, b,
+                              gemm::requantize_fixed_point_per_channel<fpr::double_rounding>{multiplier.data(),
+                                                                                            shift.data(), cols, -3},
+                              gemm::saturating_cast<std::int8_t>{}),
+          tile, rows, cols);
+      check_fenced_on_every_isa(
+          gemm::make_pipeline(gemm::requantize_fixed_point_per_channel<fpr::single_rounding>{multiplier.data(),
+                                                                                            shift.data(), cols, 100},
+                              gemm::saturating_cast<std::uint8_t>{}),
+          tile, rows, cols);
+      check_fenced_on_every_isa(
+          gemm::make_pipeline(gemm::requantize_float_per_channel{float_multiplier.data(), cols, 7, -30000, 30000},
+                              gemm::saturating_cast<std::int16_t>{}),
+          tile, rows, cols);
+      check_fenced_on_every_isa(gemm::make_pipeline(b, gemm::clamp{-10, 70000}, gemm::saturating_cast<std::uint16_t>{}),
+                                tile, rows, cols);
+      check_fenced_on_every_isa(gemm::make_pipeline(gemm::dequantize_per_channel{0.25f, scale.data(), cols},
+                                                    gemm::clamp_float{-1e6f, 1e6f}),
+                                tile, rows, cols);
+      check_fenced_on_every_isa(gemm::make_pipeline(b), tile, rows, cols);
+      check_fenced_on_every_isa(gemm::make_pipeline(b, xor_position{}, sign_byte{}), tile, rows, cols);
+    }
+  }
+}
+#endif  // __unix__
+
+#if QLIB_HAS_ARM_KERNELS
+// Every built-in stage has a NEON implementation; only stages you write fall back.
+static_assert(kernels::neon_stages::vectorized<gemm::weight_zero_point_correction>);
+static_assert(kernels::neon_stages::vectorized<gemm::bias_add>);
+static_assert(kernels::neon_stages::vectorized<gemm::requantize_fixed_point<fixed_point_rounding::double_rounding>>);
+static_assert(kernels::neon_stages::vectorized<gemm::requantize_fixed_point<fixed_point_rounding::single_rounding>>);
+static_assert(
+    kernels::neon_stages::vectorized<gemm::requantize_fixed_point_per_channel<fixed_point_rounding::double_rounding>>);
+static_assert(
+    kernels::neon_stages::vectorized<gemm::requantize_fixed_point_per_channel<fixed_point_rounding::single_rounding>>);
+static_assert(kernels::neon_stages::vectorized<gemm::requantize_float>);
+static_assert(kernels::neon_stages::vectorized<gemm::requantize_float_per_channel>);
+static_assert(kernels::neon_stages::vectorized<gemm::clamp>);
+static_assert(kernels::neon_stages::vectorized<gemm::clamp_float>);
+static_assert(kernels::neon_stages::vectorized<gemm::saturating_cast<std::int8_t>>);
+static_assert(kernels::neon_stages::vectorized<gemm::saturating_cast<std::uint8_t>>);
+static_assert(kernels::neon_stages::vectorized<gemm::saturating_cast<std::int16_t>>);
+static_assert(kernels::neon_stages::vectorized<gemm::saturating_cast<std::uint16_t>>);
+static_assert(kernels::neon_stages::vectorized<gemm::dequantize>);
+static_assert(kernels::neon_stages::vectorized<gemm::dequantize_per_channel>);
+static_assert(!kernels::neon_stages::vectorized<xor_position>);
+
+namespace {
+// Logs which stage ran: the portable epilogue runs the whole pipeline on one element
+// after the other (1 2 1 2 ...), the NEON one each stage on 4 lanes (1 1 1 1 2 2 2 2).
+struct stage_call_log {
+  using input_type = std::int32_t;
+  using output_type = std::int32_t;
+  std::vector<int>* log;
+  int id;
+  std::int32_t eval(std::int32_t x, index_t, index_t) const {
+    log->push_back(id);
+    return x;
+  }
+  void validate(index_t, index_t) const noexcept {}
+};
+}  // namespace
+
+TEST_CASE("stages: gemm() on the NEON ISAs runs the NEON epilogue", "[gemm][stages][isa]") {
+  tensor<std::uint8_t, 2> a({1, 4}, 3);
+  tensor<std::int8_t, 2> b({4, 8}, std::int8_t{-2});
+  const auto w = gemm::pack(b.cview());
+  const std::vector<int> neon_order = {1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1, 2, 2, 2, 2};
+  auto run = [&](auto tag) {
+    std::vector<int> log;
+    tensor<std::int32_t, 2> c({1, 8});
+    gemm::gemm(tag, a.cview(), {0}, w, gemm::make_pipeline(stage_call_log{&log, 1}, stage_call_log{&log, 2}), c.view());
+    for (index_t j = 0; j < 8; ++j) REQUIRE(c(0, j) == -24);
+    return log;
+  };
+  CHECK(run(arch::neon{}) == neon_order);
+  if (isa_supported(isa::neon_dotprod)) CHECK(run(arch::neon_dotprod{}) == neon_order);
+  else WARN("this CPU has no dot product: the neon_dotprod epilogue is not run");
+  const std::vector<int> portable_order = {1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2};
+  CHECK(run(arch::portable{}) == portable_order);
+}
+#endif  // QLIB_HAS_ARM_KERNELS

@@ -21,6 +21,7 @@
 #include "qlib/kernels/avx512vnni/gemm_panel.hpp"
 #include "qlib/kernels/avx_vnni/gemm_panel.hpp"
 #include "qlib/kernels/neon/gemm_panel.hpp"
+#include "qlib/kernels/neon/output_stages.hpp"
 #include "qlib/kernels/neon_dotprod/gemm_panel.hpp"
 #include "qlib/kernels/portable/gemm_panel.hpp"
 #include "qlib/kernels/portable/output_stages.hpp"
