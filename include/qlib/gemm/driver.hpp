@@ -214,6 +214,7 @@ inline const char* kernel_name(isa i) {
 }
 // The same for these weights (7-bit weights run another kernel on AVX2).
 inline const char* kernel_name(isa i, const packed_weights& w) {
+  (void)w;  // only the x86 build looks at it
   return dispatch_isa(i, [&](auto tag) {
     using kernel = decltype(kernels::gemm_kernel_for(tag));
 #if QLIB_HAS_X86_KERNELS
