@@ -261,6 +261,44 @@ struct widen_narrow {
 };
 }  // namespace
 
+// Stages of yours with types the SIMD lanes do not carry: int64 and double in between.
+struct to_int64_scaled {
+  using input_type = std::int32_t;
+  using output_type = std::int64_t;
+  std::int64_t eval(std::int32_t x, index_t, index_t col) const noexcept {
+    return static_cast<std::int64_t>(x) * (std::int64_t{1} << 20) + col;  // beyond int32 for most x
+  }
+  void validate(index_t, index_t) const noexcept {}
+};
+struct int64_high_bits {
+  using input_type = std::int64_t;
+  using output_type = std::int32_t;
+  std::int32_t eval(std::int64_t x, index_t, index_t) const noexcept { return static_cast<std::int32_t>(x >> 21); }
+  void validate(index_t, index_t) const noexcept {}
+};
+struct to_double_third {
+  using input_type = std::int32_t;
+  using output_type = double;
+  double eval(std::int32_t x, index_t, index_t) const noexcept { return static_cast<double>(x) / 3.0; }
+  void validate(index_t, index_t) const noexcept {}
+};
+struct double_to_float_fraction {
+  using input_type = double;
+  using output_type = float;
+  float eval(double x, index_t, index_t) const noexcept { return static_cast<float>(x - static_cast<double>(static_cast<std::int64_t>(x))); }
+  void validate(index_t, index_t) const noexcept {}
+};
+
+TEST_CASE("stages: int64 or double between stages is never truncated to a SIMD lane type", "[gemm][stages][fallback]") {
+  const index_t rows = 2;
+  for (index_t cols : {3, 16, 21}) {
+    const auto acc = crafted_accumulators(static_cast<std::size_t>(rows * cols));
+    check_on_every_isa(gemm::make_pipeline(to_int64_scaled{}, int64_high_bits{}), acc, rows, cols, 1, 5);
+    // The fraction of x / 3 in double: a float lane would lose it for large x.
+    check_on_every_isa(gemm::make_pipeline(to_double_third{}, double_to_float_fraction{}), acc, rows, cols);
+  }
+}
+
 TEST_CASE("stages: a stage without an ISA implementation falls back to eval()", "[gemm][stages][fallback]") {
   const index_t rows = 3;
   for (index_t cols : {5, 16, 23}) {

@@ -235,13 +235,17 @@ QLIB_TARGET_AVX2 QLIB_ALWAYS_INLINE void store(std::uint8_t* p, __m256i v, const
 template <class Pipeline, class Out>
 QLIB_TARGET_AVX2 void store_tile(arch::avx2, const Pipeline& pipeline_in, const std::int32_t* tile, index_t ld,
                                  index_t rows, index_t cols, Out* c, index_t ldc, index_t row0, index_t col0) {
-  const Pipeline pipeline = pipeline_in;  // see kernels/avx512/output_stages.hpp
-  for (index_t r = 0; r < rows; ++r) {
-    for (index_t j = 0; j < cols; j += 8) {
-      const int count = cols - j >= 8 ? 8 : static_cast<int>(cols - j);
-      const avx2_stages::lanes at{row0 + r, col0 + j, count, avx2_stages::lane_mask(count)};
-      const __m256i acc = avx2_stages::load_i32(tile + r * ld + j, at);
-      avx2_stages::store(c + r * ldc + j, avx2_stages::run_stages<0>(pipeline, acc, at), at);
+  if constexpr (!simd_lane_types_only<Pipeline>::value) {
+    store_tile(arch::portable{}, pipeline_in, tile, ld, rows, cols, c, ldc, row0, col0);
+  } else {
+    const Pipeline pipeline = pipeline_in;  // see kernels/avx512/output_stages.hpp
+    for (index_t r = 0; r < rows; ++r) {
+      for (index_t j = 0; j < cols; j += 8) {
+        const int count = cols - j >= 8 ? 8 : static_cast<int>(cols - j);
+        const avx2_stages::lanes at{row0 + r, col0 + j, count, avx2_stages::lane_mask(count)};
+        const __m256i acc = avx2_stages::load_i32(tile + r * ld + j, at);
+        avx2_stages::store(c + r * ldc + j, avx2_stages::run_stages<0>(pipeline, acc, at), at);
+      }
     }
   }
 }

@@ -385,18 +385,22 @@ QLIB_TARGET_AVX512 QLIB_ALWAYS_INLINE void store(std::uint16_t* p, __m512i v, __
 template <class Pipeline, class Out>
 QLIB_TARGET_AVX512 void store_tile(arch::avx512, const Pipeline& pipeline_in, const std::int32_t* tile, index_t ld,
                                    index_t rows, index_t cols, Out* c, index_t ldc, index_t row0, index_t col0) {
-  // A local copy: stores to int8 C may alias the caller's pipeline object, which would
-  // make the compiler reload every stage parameter after every store.
-  const Pipeline pipeline = pipeline_in;
-  // 16 columns at a time, their stage parameters prepared once for all rows.
-  for (index_t j = 0; j < cols; j += 16) {
-    const __mmask16 m = avx512_stages::tail_mask(cols - j);
-    const auto prepared = avx512_stages::prepare_stages(pipeline, avx512_stages::lanes{row0, col0 + j, m},
-                                                        std::make_index_sequence<std::tuple_size<Pipeline>::value>{});
-    for (index_t r = 0; r < rows; ++r) {
-      const avx512_stages::lanes at{row0 + r, col0 + j, m};
-      const __m512i acc = _mm512_maskz_loadu_epi32(m, tile + r * ld + j);
-      avx512_stages::store(c + r * ldc + j, avx512_stages::run_stages<0>(prepared, acc, at), m);
+  if constexpr (!simd_lane_types_only<Pipeline>::value) {
+    store_tile(arch::portable{}, pipeline_in, tile, ld, rows, cols, c, ldc, row0, col0);
+  } else {
+    // A local copy: stores to int8 C may alias the caller's pipeline object, which would
+    // make the compiler reload every stage parameter after every store.
+    const Pipeline pipeline = pipeline_in;
+    // 16 columns at a time, their stage parameters prepared once for all rows.
+    for (index_t j = 0; j < cols; j += 16) {
+      const __mmask16 m = avx512_stages::tail_mask(cols - j);
+      const auto prepared = avx512_stages::prepare_stages(pipeline, avx512_stages::lanes{row0, col0 + j, m},
+                                                          std::make_index_sequence<std::tuple_size<Pipeline>::value>{});
+      for (index_t r = 0; r < rows; ++r) {
+        const avx512_stages::lanes at{row0 + r, col0 + j, m};
+        const __m512i acc = _mm512_maskz_loadu_epi32(m, tile + r * ld + j);
+        avx512_stages::store(c + r * ldc + j, avx512_stages::run_stages<0>(prepared, acc, at), m);
+      }
     }
   }
 }

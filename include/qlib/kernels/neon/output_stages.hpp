@@ -205,18 +205,6 @@ struct is_saturating_cast : std::false_type {};
 template <class T>
 struct is_saturating_cast<gemm::saturating_cast<T>> : std::true_type {};
 
-// The value types lanes can carry exactly and store() can write. A pipeline with any
-// other type between its stages (a stage of yours producing int64 or double, say) runs
-// the portable store_tile instead.
-template <class T>
-inline constexpr bool lane_type =
-    std::is_same<T, std::int32_t>::value || std::is_same<T, float>::value || std::is_same<T, std::int8_t>::value ||
-    std::is_same<T, std::uint8_t>::value || std::is_same<T, std::int16_t>::value ||
-    std::is_same<T, std::uint16_t>::value;
-template <class Pipeline>
-struct lane_types_only;
-template <class... Stages>
-struct lane_types_only<std::tuple<Stages...>> : std::bool_constant<(lane_type<typename Stages::output_type> && ...)> {};
 
 template <class T>
 using lane_t = std::conditional_t<std::is_same<T, float>::value, float, std::int32_t>;
@@ -300,7 +288,7 @@ QLIB_TARGET_NEON QLIB_ALWAYS_INLINE void store_segment(const Pipeline& pipeline,
 template <class Pipeline, class Out>
 QLIB_TARGET_NEON void store_tile(arch::neon, const Pipeline& pipeline_in, const std::int32_t* tile, index_t ld,
                                  index_t rows, index_t cols, Out* c, index_t ldc, index_t row0, index_t col0) {
-  if constexpr (!neon_stages::lane_types_only<Pipeline>::value) {
+  if constexpr (!simd_lane_types_only<Pipeline>::value) {
     store_tile(arch::portable{}, pipeline_in, tile, ld, rows, cols, c, ldc, row0, col0);
   } else {
     // A local copy: stores to int8 C may alias the caller's pipeline object, which would
