@@ -292,7 +292,8 @@ epoch_result distill_epoch_impl(Student& student, tensor_view<const float, 4> x,
 template <class T, class = void>
 struct is_teacher_model : std::false_type {};
 template <class T>
-struct is_teacher_model<T, decltype(void(std::declval<const T&>().forward(std::declval<tensor_view<const float, 4>>())))>
+struct is_teacher_model<
+    T, decltype(void(std::declval<const T&>().forward(std::declval<tensor_view<const float, 4>>())))>
     : std::true_type {};
 }  // namespace detail
 

@@ -102,10 +102,10 @@ inline void flip_shift(tensor_view<float, 3> img, bool flip, index_t dy, index_t
   const std::vector<float> in(img.data(), img.data() + img.size());
   for (index_t i = 0; i < h; ++i)
     for (index_t j = 0; j < w; ++j) {
-      const index_t si = i - dy, sj0 = j - dx;
+      const index_t si = i - dy, sj0 = j - dx, sj = flip ? w - 1 - sj0 : sj0;
       const bool inside = si >= 0 && si < h && sj0 >= 0 && sj0 < w;
-      const index_t sj = flip ? w - 1 - sj0 : sj0;
-      for (index_t k = 0; k < c; ++k) img(i, j, k) = inside ? in[static_cast<std::size_t>((si * w + sj) * c + k)] : 0.0f;
+      for (index_t k = 0; k < c; ++k)
+        img(i, j, k) = inside ? in[static_cast<std::size_t>((si * w + sj) * c + k)] : 0.0f;
     }
 }
 
@@ -132,7 +132,8 @@ inline void augment_batch(tensor_view<float, 4> x, const augmentation& a, rng& g
 // The generator the epoch loop augments batch `step` of epoch `epoch` with: every
 // (seed, epoch, step) has its own stream, so a run is reproducible batch by batch.
 inline rng augmentation_rng(std::uint64_t seed, index_t epoch, index_t step) {
-  return rng(seed, 0xa0a0000000000000ull ^ (static_cast<std::uint64_t>(epoch) << 24) ^ static_cast<std::uint64_t>(step));
+  const auto e = static_cast<std::uint64_t>(epoch), s = static_cast<std::uint64_t>(step);
+  return rng(seed, 0xa0a0000000000000ull ^ (e << 24) ^ s);
 }
 
 struct epoch_options {
