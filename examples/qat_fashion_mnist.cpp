@@ -6,7 +6,7 @@
 //                        model as teacher, converted to int8: the "KD QAT" columns)
 //            --T X  --alpha X  (its temperature and weight of the soft term)
 //            --lsq  (learned scales and zero points, LSQ, with their own learning rate:
-//                    --lsq-lr-scale X times the weights')
+//                    --lsq-lr-scale X times the weights', default 0.01)
 //            --quick  (2,000 training images, 500 test images, --distill: the CI smoke test)
 #include <cstdio>
 #include <cstdlib>
