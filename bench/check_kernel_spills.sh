@@ -15,6 +15,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cat > "$work/kernels.cpp" <<'CPP'
 #include "qlib/kernels/avx2/gemm_panel.hpp"
+#include "qlib/kernels/avx2/gemm_panel_7bit.hpp"
 #include "qlib/kernels/avx512vnni/gemm_panel.hpp"
 #include "qlib/kernels/avx_vnni/gemm_panel.hpp"
 #include "qlib/kernels/avx512vnni/conv_panel.hpp"
@@ -40,6 +41,7 @@ FUSED(12, 1) FUSED(12, 2) FUSED(8, 3) FUSED(6, 4)
 #define STRIP(NS, MR, F) template void NS::strip<MR, F>(index_t, const std::uint8_t*, index_t, const std::int8_t*, \
     const std::int32_t*, std::int32_t*);
 STRIP(avx2_detail, 4, false) STRIP(avx2_detail, 4, true) STRIP(avx2_detail, 1, true)
+STRIP(avx2_7bit_detail, 4, false) STRIP(avx2_7bit_detail, 4, true) STRIP(avx2_7bit_detail, 1, true)
 STRIP(avx_vnni_detail, 6, false) STRIP(avx_vnni_detail, 6, true) STRIP(avx_vnni_detail, 2, true)
 CPP
 status=0
