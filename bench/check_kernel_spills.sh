@@ -3,7 +3,8 @@
 # registers: compiles every kernel tile with g++ and clang++ at -O2 and -O3, finds in
 # each function the loop with the most vpdpbusd/vpmaddwd, and counts the vector loads
 # and stores to the stack inside it. Prints one line per (compiler, level, kernel);
-# exits 1 if any hot loop touches the stack.
+# exits 1 if any hot loop touches the stack, or if the AVX-VNNI kernel (which must run
+# on CPUs without AVX-512) contains an EVEX-encoded instruction.
 #
 # Why: g++ 12 -O3 (-ftree-partial-pre) has kept stack copies of accumulators inside
 # these loops (19-37 zmm spills per k group, half the speed) whenever the code around
@@ -42,7 +43,8 @@ FUSED(12, 1) FUSED(12, 2) FUSED(8, 3) FUSED(6, 4)
     const std::int32_t*, std::int32_t*);
 STRIP(avx2_detail, 4, false) STRIP(avx2_detail, 4, true) STRIP(avx2_detail, 1, true)
 STRIP(avx2_7bit_detail, 4, false) STRIP(avx2_7bit_detail, 4, true) STRIP(avx2_7bit_detail, 1, true)
-STRIP(avx_vnni_detail, 6, false) STRIP(avx_vnni_detail, 6, true) STRIP(avx_vnni_detail, 2, true)
+STRIP(avx_vnni_detail::vex, 6, false) STRIP(avx_vnni_detail::vex, 6, true) STRIP(avx_vnni_detail::vex, 2, true)
+STRIP(avx_vnni_detail::evex, 6, false) STRIP(avx_vnni_detail::evex, 6, true)
 CPP
 status=0
 for cxx in g++ clang++; do
@@ -68,6 +70,11 @@ for fn in re.split(r'\n(?=[0-9a-f]+ <)', text):
             if n and (best is None or n > best[0]):
                 best = (n, body)
     short = re.sub(r'qlib::kernels::|\(.*', '', name.group(1))
+    if '::vex::' in name.group(1):
+        # The AVX-VNNI kernel must run on CPUs without AVX-512: no EVEX-only encoding.
+        evex = [x for x in lines if ('vpdpbusd' in x and '{vex}' not in x) or re.search(r'%[xyz]mm(1[6-9]|2\d|3[01])\b|%zmm|%k[0-7]|\{1to|vpbroadcast[bwdq]\s+%[er]', x)]
+        if evex:
+            print(f"{sys.argv[2]:12} {short:40} EVEX instruction in a VEX-only kernel: {evex[0].strip()}"); bad = True
     if best is None:
         print(f"{sys.argv[2]:12} {short:40} no loop found"); bad = True; continue
     n, body = best

@@ -171,6 +171,20 @@ void check_pipeline(const case_spec& cs, const operands<Act>& ops, const Pipelin
     INFO(diff);
     REQUIRE(diff.empty());
   }
+#if QLIB_HAS_X86_KERNELS
+  // The AVX-VNNI kernel's code, EVEX-encoded, with the epilogue an AVX-VNNI CPU runs
+  // (AVX2's): the only way to execute it on a CPU without AVX-VNNI.
+  if (isa_supported(isa::avx512_vnni)) {
+    strided_matrix<Out> c(cs.m, cs.n, cs.n + cs.c_pad, sentinel);
+    gemm::detail::validate_gemm(ops.a.cview(), gemm::activation_params{cs.a_zero_point}, ops.packed, pipeline,
+                                c.view(), opt);
+    gemm::detail::run_gemm_with<kernels::avx_vnni_evex_gemm_kernel>(arch::avx2{}, ops.a.cview(), cs.a_zero_point,
+                                                                      ops.packed, pipeline, c.view(), opt);
+    const std::string diff = compare(c, want, sentinel);
+    INFO("avx_vnni kernel (EVEX twin): " << diff);
+    REQUIRE(diff.empty());
+  }
+#endif
   const isa pick = isas[static_cast<std::size_t>(rand_int(0, static_cast<int>(isas.size()) - 1))];
   set_isa_limit(pick);
   strided_matrix<Out> c(cs.m, cs.n, cs.n + cs.c_pad, sentinel);
@@ -566,6 +580,7 @@ TEST_CASE("gemm: kernel names spell the contract", "[gemm]") {
 #if QLIB_ARCH_X86_64
   REQUIRE(std::string(gemm::kernel_name(isa::avx512_vnni)) == "avx512vnni_x8s8_6x64c4");
   REQUIRE(std::string(gemm::kernel_name(isa::avx_vnni)) == "avxvnni_x8s8_6x16c4");
+  REQUIRE(std::string(kernels::avx_vnni_evex_gemm_kernel::name) == "avxvnni_x8s8_6x16c4_evex");
   REQUIRE(std::string(gemm::kernel_name(isa::avx512)) == "avx2_x8s8_4x8c4_madd16");  // no VNNI: AVX2's kernel
   // 7-bit weights take vpmaddubsw on the ISAs that run the AVX2 kernel, and only there.
   tensor<std::int8_t, 2> b({5, 3});
@@ -592,5 +607,6 @@ TEST_CASE("gemm: kernel names spell the contract", "[gemm]") {
   REQUIRE(std::string(gemm::kernel_name(isa::neon)) == "neon_x8s8_4x8c4_smull");
   REQUIRE(std::string(gemm::kernel_name(isa::neon_dotprod)) == "neondot_x8s8_4x16c4");
 #endif
-  if (QLIB_ARCH_X86_64 && !isa_supported(isa::avx_vnni)) WARN("this CPU has no AVX-VNNI: the avx_vnni kernel is compiled but not run");
+  if (QLIB_ARCH_X86_64 && !isa_supported(isa::avx_vnni) && !isa_supported(isa::avx512_vnni))
+    WARN("this CPU has neither AVX-VNNI nor AVX-512 VNNI: the avx_vnni kernel is compiled but not run");
 }

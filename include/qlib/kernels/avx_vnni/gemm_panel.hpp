@@ -1,4 +1,4 @@
-// AVX-VNNI int8 GEMM panel kernel: ymm vpdpbusd (VEX), 6 x 16 tiles (u8/s8 activations x s8 weights).
+// AVX-VNNI int8 GEMM panel kernel: ymm vpdpbusd (VEX), 6 x 16 tiles (u8/s8 activations x s8 weights), and its EVEX test twin.
 #pragma once
 
 #include <cstdint>
@@ -34,74 +34,32 @@ inline std::int32_t load_tail_bytes(const std::uint8_t* p, index_t n) {
   return static_cast<std::int32_t>(v);
 }
 
-template <int MR, bool Flip>
-QLIB_TARGET_AVX_VNNI QLIB_ALWAYS_INLINE void strip_step(__m256i (&acc)[MR][2], const std::int8_t* bg,
-                                                        const std::int32_t (&a4)[MR]) {
-  const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bg));
-  const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bg + 32));
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    // The flip is done on the scalar: a vector constant would need a 17th register.
-    const __m256i av = _mm256_set1_epi32(Flip ? a4[r] ^ static_cast<std::int32_t>(0x80808080u) : a4[r]);
-    acc[r][0] = _mm256_dpbusd_avx_epi32(acc[r][0], av, b0);
-    acc[r][1] = _mm256_dpbusd_avx_epi32(acc[r][1], av, b1);
-    // Keeps the accumulators in registers (see kernels/avx512vnni/gemm_panel.hpp).
-    __asm__("" : "+x"(acc[r][0]), "+x"(acc[r][1]));
-  }
-}
+// The kernel proper: VEX-encoded vpdpbusd, compiled for AVX-VNNI only (no AVX-512
+// instruction can slip in).
+namespace vex {
+#define QLIB_YMM_VNNI_TARGET QLIB_TARGET_AVX_VNNI
+#define QLIB_YMM_DPBUSD _mm256_dpbusd_avx_epi32
+#include "qlib/kernels/avx_vnni/gemm_panel_body.inc"
+#undef QLIB_YMM_DPBUSD
+#undef QLIB_YMM_VNNI_TARGET
+}  // namespace vex
 
-// S = A[0:MR, 0:k] x 16 columns of the panel (b at column 0 of the strip) into c (row stride 64).
-template <int MR, bool Flip>
-QLIB_TARGET_AVX_VNNI __attribute__((noinline)) void strip(index_t k, const std::uint8_t* a, index_t lda,
-                                                          const std::int8_t* b, const std::int32_t* init, std::int32_t* c) {
-  __m256i acc[MR][2];
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  const index_t groups = k / gemm::k_group;
-  // The partial last group first, so the loop ends the strip.
-  if (const index_t tail = k - groups * gemm::k_group) {
-    std::int32_t a4[MR];
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) a4[r] = load_tail_bytes(a + r * lda + groups * gemm::k_group, tail);
-    strip_step<MR, Flip>(acc, b + groups * gemm::k_group_bytes, a4);
-  }
-  for (index_t g = 0; g < groups; ++g) {
-    std::int32_t a4[MR];
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) a4[r] = load_bytes4(a + r * lda + g * gemm::k_group);
-    strip_step<MR, Flip>(acc, b + g * gemm::k_group_bytes, a4);
-  }
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    const __m256i* start = reinterpret_cast<const __m256i*>(init);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * gemm::panel_width),
-                        _mm256_add_epi32(acc[r][0], _mm256_load_si256(start)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + r * gemm::panel_width + 8),
-                        _mm256_add_epi32(acc[r][1], _mm256_load_si256(start + 1)));
-  }
-}
-
-template <bool Flip>
-QLIB_TARGET_AVX_VNNI void run_tile(index_t rows, index_t k, const std::uint8_t* a, index_t lda,
-                                   const std::int8_t* panel, const std::int32_t* column_init, std::int32_t* c) {
-  QLIB_ASSERT(rows >= 1 && rows <= 6);
-  for (index_t col = 0; col < gemm::panel_width; col += 16) {
-    const std::int8_t* b = panel + col * gemm::k_group;
-    switch (rows) {
-      case 6: strip<6, Flip>(k, a, lda, b, column_init + col, c + col); break;
-      case 5: strip<5, Flip>(k, a, lda, b, column_init + col, c + col); break;
-      case 4: strip<4, Flip>(k, a, lda, b, column_init + col, c + col); break;
-      case 3: strip<3, Flip>(k, a, lda, b, column_init + col, c + col); break;
-      case 2: strip<2, Flip>(k, a, lda, b, column_init + col, c + col); break;
-      default: strip<1, Flip>(k, a, lda, b, column_init + col, c + col); break;
-    }
-  }
-}
+// Its twin: the same source with the EVEX encoding (AVX-512 VNNI + VL), so that CPUs with
+// AVX-512 VNNI but no AVX-VNNI (Zen 4, Ice Lake, Sapphire Rapids servers) can test every
+// line of the kernel; only the instruction encoding differs.
+namespace evex {
+#define QLIB_YMM_VNNI_TARGET QLIB_TARGET_AVX512_VNNI
+#define QLIB_YMM_DPBUSD _mm256_dpbusd_epi32
+#include "qlib/kernels/avx_vnni/gemm_panel_body.inc"
+#undef QLIB_YMM_DPBUSD
+#undef QLIB_YMM_VNNI_TARGET
+}  // namespace evex
 
 }  // namespace avx_vnni_detail
 
-struct avx_vnni_gemm_kernel {
-  static constexpr const char* name = "avxvnni_x8s8_6x16c4";
+template <bool Evex>
+struct ymm_vnni_gemm_kernel {
+  static constexpr const char* name = Evex ? "avxvnni_x8s8_6x16c4_evex" : "avxvnni_x8s8_6x16c4";
   template <class Act>
   static constexpr std::int32_t activation_offset() noexcept {
     return std::is_signed<Act>::value ? 128 : 0;
@@ -111,12 +69,21 @@ struct avx_vnni_gemm_kernel {
                         const std::int32_t* column_init, Output& out) {
     alignas(64) std::int32_t tile[6 * gemm::panel_width];
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(a);
+    constexpr bool flip = std::is_signed<Act>::value;
     for_each_row_tile(m, 6, [&](index_t r0, index_t rows) {
-      avx_vnni_detail::run_tile<std::is_signed<Act>::value>(rows, k, bytes + r0 * lda, lda, panel, column_init, tile);
+      if constexpr (Evex)
+        avx_vnni_detail::evex::run_tile<flip>(rows, k, bytes + r0 * lda, lda, panel, column_init, tile);
+      else
+        avx_vnni_detail::vex::run_tile<flip>(rows, k, bytes + r0 * lda, lda, panel, column_init, tile);
       hand_over(out, r0, rows, tile);
     });
   }
 };
+
+// What dispatch runs on AVX-VNNI CPUs.
+using avx_vnni_gemm_kernel = ymm_vnni_gemm_kernel<false>;
+// The test twin (see namespace evex above): needs AVX-512 VNNI; dispatch never picks it.
+using avx_vnni_evex_gemm_kernel = ymm_vnni_gemm_kernel<true>;
 
 inline avx_vnni_gemm_kernel gemm_kernel_for(arch::avx_vnni) noexcept { return {}; }
 
