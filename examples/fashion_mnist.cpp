@@ -3,11 +3,16 @@
 //   fashion_mnist                       load the shipped float weights, calibrate, quantize, report
 //   fashion_mnist --train [--epochs N]  train the float model first (reproduces the shipped weights)
 //   options: --data DIR  --weights FILE  --save FILE  --seed S  --calibration N  --out DIR
+//            --width C1,C2,HIDDEN  (with --train: the CNN's widths, default 16,32,128; a loaded
+//                                   file's widths are read off its shapes)
+//            --flip  --shift S  (with --train: random mirror / shift by up to S pixels per batch)
+//            --lr X  (with --train: Adam's peak learning rate, cosine to 0; default 1e-3)
 //            --quick  (500 test images, 200 calibration images, no timing: the CI smoke test)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "fashion_mnist_common.hpp"
@@ -29,6 +34,9 @@ struct options {
   bool train = false, quick = false;
   int epochs = 10;
   std::uint64_t seed = 1;
+  fm::cnn_width width;
+  qlib::train::augmentation augment;
+  float lr = 1e-3f;
   index_t calibration = 1000;
 };
 
@@ -52,6 +60,10 @@ static options parse(int argc, char** argv) {
     else if (a == "--quick") o.quick = true;
     else if (a == "--epochs") o.epochs = std::atoi(next().c_str());
     else if (a == "--seed") o.seed = std::strtoull(next().c_str(), nullptr, 10);
+    else if (a == "--width") o.width = fm::parse_width(next());
+    else if (a == "--flip") o.augment.flip = true;
+    else if (a == "--shift") o.augment.shift = std::atol(next().c_str());
+    else if (a == "--lr") o.lr = std::strtof(next().c_str(), nullptr);
     else if (a == "--calibration") {
       o.calibration = std::atol(next().c_str());
       calibration_given = true;
@@ -65,18 +77,20 @@ static options parse(int argc, char** argv) {
   return o;
 }
 
-// Adam with a cosine learning rate, batch 64: the recipe behind the shipped weights.
+// Adam with a cosine learning rate, batch 64: the recipe behind the shipped weights
+// (which used no augmentation).
 static void train_model(qlib::nn::sequential& model, const fm::dataset& train, const options& o) {
   qlib::train::init_parameters(model, o.seed);
   qlib::train::adam opt(qlib::train::adam_options{});
   const index_t steps_per_epoch = (train.size() + 63) / 64;
-  const qlib::train::cosine_schedule lr{1e-3f, steps_per_epoch * o.epochs, 0.0f, 0};
+  const qlib::train::cosine_schedule lr{o.lr, steps_per_epoch * o.epochs, 0.0f, 0};
   for (int e = 0; e < o.epochs; ++e) {
     qlib::train::epoch_options eo;
     eo.batch_size = 64;
     eo.seed = o.seed;
     eo.epoch = e;
     eo.learning_rate = lr;
+    eo.augment = o.augment;
     const std::string what = "epoch " + std::to_string(e + 1) + "/" + std::to_string(o.epochs);
     qlib::train::train_epoch(model, train.images.cview(), train.label_view(), opt, eo, [&](const qlib::train::progress& p) {
       if (p.step % 50 == 0 || p.step + 1 == p.steps) {
@@ -95,29 +109,37 @@ int main(int argc, char** argv) {
   const fm::dataset test = fm::load(o.data, "t10k", o.quick ? 500 : 0);
   const fm::dataset train = fm::load(o.data, "train", o.train ? 0 : o.calibration);
 
-  qlib::nn::sequential model = fm::make_cnn();
   qlib::nn::state_dict_options sd;
   sd.input_shape = fm::input_shape;
+  std::optional<qlib::io::safetensors_file> weights_file;
+  if (!o.train) weights_file = qlib::io::safetensors_file::read(o.weights);
+  qlib::nn::sequential model = fm::make_cnn(weights_file ? fm::width_of(*weights_file) : o.width);
   if (o.train) {
     train_model(model, train, o);
     // Does the trainer reproduce the shipped weights (same recipe, same seed)?
-    if (std::filesystem::exists(o.weights)) {
+    const auto file = std::filesystem::exists(o.weights) ? std::optional(qlib::io::safetensors_file::read(o.weights))
+                                                         : std::nullopt;
+    if (file && fm::to_string(fm::width_of(*file)) == fm::to_string(o.width)) {
       const auto mine = qlib::nn::save_state_dict(model, sd).to_bytes();
-      qlib::nn::sequential shipped = fm::make_cnn();
-      qlib::nn::load_state_dict(shipped, qlib::io::safetensors_file::read(o.weights), sd);
+      qlib::nn::sequential shipped = fm::make_cnn(o.width);
+      qlib::nn::load_state_dict(shipped, *file, sd);
       const auto theirs = qlib::nn::save_state_dict(shipped, sd).to_bytes();
       std::printf("trained weights are %s the shipped ones (%s)\n",
                   mine == theirs ? "bit-identical to" : "NOT identical to", o.weights.c_str());
     }
     if (!o.save.empty()) {
       auto w = qlib::nn::save_state_dict(model, sd);
-      w.set_metadata("qlib.recipe", "fashion_mnist --train --epochs " + std::to_string(o.epochs) + " --seed " +
-                                        std::to_string(o.seed));
+      std::string recipe = "fashion_mnist --train --epochs " + std::to_string(o.epochs) + " --seed " +
+                           std::to_string(o.seed) + " --width " + fm::to_string(o.width);
+      if (o.augment.flip) recipe += " --flip";
+      if (o.augment.shift > 0) recipe += " --shift " + std::to_string(o.augment.shift);
+      if (o.lr != 1e-3f) recipe += " --lr " + std::to_string(o.lr);
+      w.set_metadata("qlib.recipe", recipe);
       w.write(o.save);
       std::printf("saved the float weights to %s\n", o.save.c_str());
     }
   } else {
-    qlib::nn::load_state_dict(model, qlib::io::safetensors_file::read(o.weights), sd);
+    qlib::nn::load_state_dict(model, *weights_file, sd);
     std::printf("float weights: %s\n", o.weights.c_str());
   }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "qlib/io/idx.hpp"
+#include "qlib/io/safetensors.hpp"
 #include "qlib/nn/sequential.hpp"
 
 namespace fashion_mnist {
@@ -66,14 +67,41 @@ inline dataset load(const std::string& dir, const std::string& split, qlib::inde
   return d;
 }
 
-// The CNN (PyTorch equivalent in bench/pytorch_fashion_mnist.py):
-//   Conv2d(1,16,3) BatchNorm2d ReLU MaxPool2d(2) Conv2d(16,32,3) BatchNorm2d ReLU MaxPool2d(2)
-//   Flatten Linear(800,128) ReLU Linear(128,10)          (valid convolutions: 28 -> 26 -> 13 -> 11 -> 5)
-inline qlib::nn::sequential make_cnn() {
+// The CNN (PyTorch equivalent in bench/pytorch_fashion_mnist.py), at widths c1, c2, hidden:
+//   Conv2d(1,c1,3) BatchNorm2d ReLU MaxPool2d(2) Conv2d(c1,c2,3) BatchNorm2d ReLU MaxPool2d(2)
+//   Flatten Linear(25*c2,hidden) ReLU Linear(hidden,10)  (valid convolutions: 28 -> 26 -> 13 -> 11 -> 5)
+// The shipped model is 16, 32, 128; the distillation student 8, 16, 64.
+struct cnn_width {
+  qlib::index_t c1 = 16, c2 = 32, hidden = 128;
+};
+inline qlib::nn::sequential make_cnn(cnn_width w = {}) {
   using namespace qlib::nn;
-  return sequential{conv2d(1, 16, conv2d_options::square(3)),  batch_norm2d(16), relu{}, max_pool2d::square(2),
-                    conv2d(16, 32, conv2d_options::square(3)), batch_norm2d(32), relu{}, max_pool2d::square(2),
-                    flatten{},                                 linear(800, 128), relu{}, linear(128, 10)};
+  return sequential{conv2d(1, w.c1, conv2d_options::square(3)),    batch_norm2d(w.c1), relu{}, max_pool2d::square(2),
+                    conv2d(w.c1, w.c2, conv2d_options::square(3)), batch_norm2d(w.c2), relu{}, max_pool2d::square(2),
+                    flatten{},  linear(25 * w.c2, w.hidden), relu{}, linear(w.hidden, 10)};
+}
+// "C1,C2,HIDDEN" (e.g. 32,64,256); exits with a message on anything else.
+inline cnn_width parse_width(const std::string& s) {
+  cnn_width w;
+  long a = 0, b = 0, c = 0;
+  char tail = 0;
+  if (std::sscanf(s.c_str(), "%ld,%ld,%ld%c", &a, &b, &c, &tail) != 3 || a < 1 || b < 1 || c < 1) {
+    std::fprintf(stderr, "a width is C1,C2,HIDDEN with three positive integers, not '%s'\n", s.c_str());
+    std::exit(2);
+  }
+  w.c1 = a, w.c2 = b, w.hidden = c;
+  return w;
+}
+// The widths of a model file written by save_state_dict(make_cnn(w)): read off its tensor shapes.
+inline cnn_width width_of(const qlib::io::safetensors_file& f) {
+  const auto& conv2 = f.at("4.weight").shape;
+  const auto& fc = f.at("9.weight").shape;
+  QLIB_CHECK(conv2.size() == 4 && fc.size() == 2, qlib::errc::shape_mismatch,
+             "not a Fashion-MNIST CNN file (4.weight must be a conv kernel, 9.weight a matrix)");
+  return cnn_width{conv2[1], conv2[0], fc[0]};
+}
+inline std::string to_string(cnn_width w) {
+  return std::to_string(w.c1) + "," + std::to_string(w.c2) + "," + std::to_string(w.hidden);
 }
 inline const qlib::extents<4> input_shape{1, 28, 28, 1};
 

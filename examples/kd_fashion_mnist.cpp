@@ -99,14 +99,9 @@ static options parse(int argc, char** argv) {
   return o;
 }
 
-// The teacher's architecture (fm::make_cnn) with half the channels and hidden units:
-// conv 1->8, conv 8->16, linear 400->64->10 (12,650 parameters, the teacher 105,866).
-static qlib::nn::sequential make_student() {
-  using namespace qlib::nn;
-  return sequential{conv2d(1, 8, conv2d_options::square(3)),  batch_norm2d(8),  relu{}, max_pool2d::square(2),
-                    conv2d(8, 16, conv2d_options::square(3)), batch_norm2d(16), relu{}, max_pool2d::square(2),
-                    flatten{},                                linear(400, 64),  relu{}, linear(64, 10)};
-}
+// The shipped CNN (fm::make_cnn) with half the channels and hidden units:
+// conv 1->8, conv 8->16, linear 400->64->10 (12,650 parameters, the shipped model 105,866).
+static qlib::nn::sequential make_student() { return fm::make_cnn(fm::cnn_width{8, 16, 64}); }
 
 static double cpu_seconds() {
   timespec ts{};
@@ -178,10 +173,12 @@ int main(int argc, char** argv) {
   const fm::dataset test = fm::load(o.data, "t10k", o.quick ? 500 : 0);
   const fm::dataset train = fm::load(o.data, "train", o.train);
 
-  qlib::nn::sequential teacher = fm::make_cnn();
+  const auto teacher_file = qlib::io::safetensors_file::read(o.weights);
+  const fm::cnn_width teacher_width = fm::width_of(teacher_file);
+  qlib::nn::sequential teacher = fm::make_cnn(teacher_width);
   qlib::nn::state_dict_options sd;
   sd.input_shape = fm::input_shape;
-  qlib::nn::load_state_dict(teacher, qlib::io::safetensors_file::read(o.weights), sd);
+  qlib::nn::load_state_dict(teacher, teacher_file, sd);
   qlib::nn::quantized_sequential int8_teacher;
   teacher_source source;
   source.float_model = &teacher;
@@ -202,9 +199,10 @@ int main(int argc, char** argv) {
   }
   const double teacher_acc = o.int8_teacher ? fm::test_accuracy(int8_teacher, test) : fm::test_accuracy(teacher, test);
 
-  std::printf("Knowledge distillation, Fashion-MNIST: teacher %s%s (test acc %.2f%%), student conv 1->8, 8->16, "
-              "linear 400->64->10\n",
-              o.weights.c_str(), o.int8_teacher ? " as static int8" : "", 100 * teacher_acc);
+  std::printf("Knowledge distillation, Fashion-MNIST: teacher %s (widths %s%s, test acc %.2f%%), student widths "
+              "8,16,64\n",
+              o.weights.c_str(), fm::to_string(teacher_width).c_str(), o.int8_teacher ? ", as static int8" : "",
+              100 * teacher_acc);
   std::printf("Adam lr %g cosine to 0, batch %td, %d epochs of %td images, %d seeds; augmentation: %s, shift %td; "
               "KD T = %g, alpha = %g, teacher %s\n\n",
               static_cast<double>(o.lr), o.batch, o.epochs, train.size(), o.seeds, o.augment.flip ? "flip" : "no flip",
