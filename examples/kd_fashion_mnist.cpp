@@ -3,7 +3,8 @@
 //   kd_fashion_mnist    the full run: 3 seeds, plain and distilled, 60k training images, 8 epochs,
 //                       both students on mirrored and shifted batches, the teacher run on each batch
 //                       (about 5 minutes of CPU)
-//   options: --data DIR  --weights FILE (the teacher)  --epochs N  --seeds N  --first-seed N (1)
+//   options: --data DIR  --weights FILE[,FILE...] (the teacher; several files: the mean of their
+//            logits)  --epochs N  --seeds N  --first-seed N (1)
 //            --T X  --alpha X  --lr X (Adam, cosine to 0)  --batch N  --train N (images, 0 = all)
 //            --flip / --no-flip  --shift S  (augmentation of both students' batches: random
 //                                mirror, shift by up to S pixels; default --flip --shift 2)
@@ -111,9 +112,10 @@ static double cpu_seconds() {
 
 // What the distilled student learns from: the teacher model run on each batch as the
 // student sees it (online), or its logits of the unaugmented training images (offline).
+// A teacher of several files is the mean of their logits (an ensemble).
 struct teacher_source {
-  const qlib::nn::sequential* float_model = nullptr;
-  const qlib::nn::quantized_sequential* int8_model = nullptr;
+  const qlib::train::mean_logits_ensemble<qlib::nn::sequential>* float_model = nullptr;
+  const qlib::train::mean_logits_ensemble<qlib::nn::quantized_sequential>* int8_model = nullptr;
   const qlib::tensor<float, 2>* logits = nullptr;  // offline
 };
 
@@ -173,23 +175,38 @@ int main(int argc, char** argv) {
   const fm::dataset test = fm::load(o.data, "t10k", o.quick ? 500 : 0);
   const fm::dataset train = fm::load(o.data, "train", o.train);
 
-  const auto teacher_file = qlib::io::safetensors_file::read(o.weights);
-  const fm::cnn_width teacher_width = fm::width_of(teacher_file);
-  qlib::nn::sequential teacher = fm::make_cnn(teacher_width);
+  // The teacher: one model, or the ensemble of the comma-separated files in --weights.
+  std::vector<std::string> files;
+  for (std::size_t b = 0, e = 0; b <= o.weights.size(); b = e + 1) {
+    e = std::min(o.weights.find(',', b), o.weights.size());
+    files.push_back(o.weights.substr(b, e - b));
+  }
   qlib::nn::state_dict_options sd;
   sd.input_shape = fm::input_shape;
-  qlib::nn::load_state_dict(teacher, teacher_file, sd);
-  qlib::nn::quantized_sequential int8_teacher;
-  teacher_source source;
-  source.float_model = &teacher;
-  if (o.int8_teacher) {  // static PTQ as in the demo: histogram observers on 1,000 training images
-    qlib::nn::static_quantizer<qlib::histogram_observer> ptq(teacher);
-    const index_t calib = std::min<index_t>(1000, train.size());
-    for (index_t b0 = 0; b0 < calib; b0 += 100)
-      ptq.observe(train.images.cview().slice(0, b0, std::min(calib, b0 + 100)));
-    int8_teacher = ptq.convert();
-    source.int8_model = &int8_teacher;
+  std::vector<qlib::nn::sequential> teachers;
+  std::vector<qlib::nn::quantized_sequential> int8_teachers;
+  std::string widths;
+  for (const std::string& f : files) {
+    const auto file = qlib::io::safetensors_file::read(f);
+    const fm::cnn_width w = fm::width_of(file);
+    widths += (widths.empty() ? "" : " + ") + fm::to_string(w);
+    teachers.push_back(fm::make_cnn(w));
+    qlib::nn::load_state_dict(teachers.back(), file, sd);
+    if (o.int8_teacher) {  // static PTQ as in the demo: histogram observers on 1,000 training images
+      qlib::nn::static_quantizer<qlib::histogram_observer> ptq(teachers.back());
+      const index_t calib = std::min<index_t>(1000, train.size());
+      for (index_t b0 = 0; b0 < calib; b0 += 100)
+        ptq.observe(train.images.cview().slice(0, b0, std::min(calib, b0 + 100)));
+      int8_teachers.push_back(ptq.convert());
+    }
   }
+  qlib::train::mean_logits_ensemble<qlib::nn::sequential> teacher;
+  qlib::train::mean_logits_ensemble<qlib::nn::quantized_sequential> int8_teacher;
+  for (const auto& t : teachers) teacher.members.push_back(&t);
+  for (const auto& t : int8_teachers) int8_teacher.members.push_back(&t);
+  teacher_source source;
+  if (o.int8_teacher) source.int8_model = &int8_teacher;
+  else source.float_model = &teacher;
   // Offline: the teacher's targets, once for the whole training set (inference mode).
   qlib::tensor<float, 2> teacher_logits;
   if (o.offline) {
@@ -201,8 +218,7 @@ int main(int argc, char** argv) {
 
   std::printf("Knowledge distillation, Fashion-MNIST: teacher %s (widths %s%s, test acc %.2f%%), student widths "
               "8,16,64\n",
-              o.weights.c_str(), fm::to_string(teacher_width).c_str(), o.int8_teacher ? ", as static int8" : "",
-              100 * teacher_acc);
+              o.weights.c_str(), widths.c_str(), o.int8_teacher ? ", as static int8" : "", 100 * teacher_acc);
   std::printf("Adam lr %g cosine to 0, batch %td, %d epochs of %td images, %d seeds; augmentation: %s, shift %td; "
               "KD T = %g, alpha = %g, teacher %s\n\n",
               static_cast<double>(o.lr), o.batch, o.epochs, train.size(), o.seeds, o.augment.flip ? "flip" : "no flip",

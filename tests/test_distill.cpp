@@ -361,6 +361,52 @@ TEST_CASE("distill_step lowers the distillation loss on a batch; predict_logits 
   CHECK(last.kl < first.kl);
 }
 
+TEST_CASE("mean_logits_ensemble: the mean of its members' logits; one member is that member; bad members refused",
+          "[distill][ensemble]") {
+  tensor<float, 4> x;
+  std::vector<std::int32_t> y;
+  blobs(20, 2, x, y);
+  const nn::sequential a = trained_teacher(x, y, 7, 8, 6), b = trained_teacher(x, y, 8, 8, 6),
+                       c = trained_teacher(x, y, 9, 8, 6);
+  const tensor<float, 4> ya = a.forward(x.cview()), yb = b.forward(x.cview()), yc = c.forward(x.cview());
+  const train::mean_logits_ensemble<nn::sequential> three{{&a, &b, &c}}, one{{&b}};
+  const tensor<float, 4> y3 = three.forward(x.cview()), y1 = one.forward(x.cview());
+  REQUIRE(y3.shape() == ya.shape());
+  REQUIRE(y1.shape() == yb.shape());
+  bool members_differ = false;
+  for (index_t i = 0; i < ya.size(); ++i) {
+    const float sum = (ya.data()[i] + yb.data()[i]) + yc.data()[i];  // member order
+    CHECK(y3.data()[i] == sum * (1.0f / 3.0f));
+    CHECK(y1.data()[i] == yb.data()[i]);
+    members_differ = members_differ || ya.data()[i] != yb.data()[i];
+  }
+  CHECK(members_differ);  // different seeds: the mean is not trivially one member
+  // An online ensemble teacher is a teacher model for distill_epoch, and gives what its
+  // precomputed logits give (no augmentation).
+  const tensor<float, 2> logits = train::predict_logits(three, x.cview());
+  train::epoch_options eo;
+  eo.batch_size = 8;
+  eo.seed = 3;
+  nn::sequential s1 = blob_classifier(3), s2 = blob_classifier(3);
+  train::init_parameters(s1, 5);
+  train::init_parameters(s2, 5);
+  train::sgd o1({0.05f, 0.9f}), o2({0.05f, 0.9f});
+  const train::distill_options d{2.0f, 0.5f};
+  train::distill_epoch(s1, x.cview(), train::view_of(y), three, o1, d, eo);
+  train::distill_epoch(s2, x.cview(), train::view_of(y), logits.cview(), o2, d, eo);
+  const tensor<float, 4> p1 = s1.forward(x.cview()), p2 = s2.forward(x.cview());
+  for (index_t i = 0; i < p1.size(); ++i) CHECK(p1.data()[i] == p2.data()[i]);
+
+  QLIB_REQUIRE_ERROR(train::mean_logits_ensemble<nn::sequential>{}.forward(x.cview()), errc::empty_tensor);
+  QLIB_REQUIRE_ERROR((train::mean_logits_ensemble<nn::sequential>{{&a, nullptr}}.forward(x.cview())),
+                     errc::invalid_argument);
+  nn::sequential four_classes{nn::conv2d(1, 8, nn::conv2d_options::square(3)), nn::batch_norm2d(8), nn::relu{},
+                              nn::max_pool2d::square(2), nn::flatten{}, nn::linear(72, 4)};
+  train::init_parameters(four_classes, 1);
+  QLIB_REQUIRE_ERROR((train::mean_logits_ensemble<nn::sequential>{{&a, &four_classes}}.forward(x.cview())),
+                     errc::shape_mismatch);
+}
+
 TEST_CASE("distill_epoch: alpha = 0 is train_epoch bit for bit; deterministic per seed; a student learns",
           "[distill][epoch]") {
   tensor<float, 4> x;

@@ -170,6 +170,36 @@ inline distill_result<4> distillation_loss(tensor_view<const float, 4> student, 
                             student.shape());
 }
 
+// A teacher made of several models (an ensemble, the usual way to get a teacher stronger
+// than any one model): forward returns the mean of the members' logits, summed in member
+// order (same bits every run). Members are borrowed, any type with forward(tensor_view<
+// const float, 4>) returning [n, 1, 1, classes]; all must give the same shape.
+template <class Model>
+struct mean_logits_ensemble {
+  std::vector<const Model*> members;
+
+  tensor<float, 4> forward(tensor_view<const float, 4> x) const {
+    QLIB_CHECK(!members.empty(), errc::empty_tensor, "train::mean_logits_ensemble: no members");
+    tensor<float, 4> sum;
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      QLIB_CHECK(members[i] != nullptr, errc::invalid_argument, "train::mean_logits_ensemble: a null member");
+      tensor<float, 4> y = members[i]->forward(x);
+      if (i == 0) {
+        sum = std::move(y);
+        continue;
+      }
+      QLIB_CHECK(y.shape() == sum.shape(), errc::shape_mismatch,
+                 "train::mean_logits_ensemble: member " + std::to_string(i) + " gives logits " +
+                     qlib::detail::extents_string(y.shape()) + ", member 0 " +
+                     qlib::detail::extents_string(sum.shape()));
+      for (index_t j = 0; j < sum.size(); ++j) sum.data()[j] += y.data()[j];
+    }
+    const float inv = 1.0f / static_cast<float>(members.size());
+    for (index_t j = 0; j < sum.size(); ++j) sum.data()[j] *= inv;
+    return sum;
+  }
+};
+
 // Inference-mode logits [N, classes] of any model whose forward(tensor_view<const float,
 // 4>) returns [n, 1, 1, classes] (nn::sequential, nn::quantized_sequential), in batches:
 // the teacher's targets for distill_epoch, computed once.
