@@ -301,13 +301,15 @@ TEST_CASE("conv2d matches a direct convolution over strides, padding, dilation, 
   };
   const hw kernels[] = {{1, 1}, {3, 3}, {1, 3}, {5, 5}, {3, 2}};
   const hw strides[] = {{1, 1}, {2, 2}, {3, 3}, {2, 1}};
-  const hw pads[] = {{0, 0}, {1, 1}, {2, 2}, {1, 0}, {0, 2}};
+  // The last three pad by a whole window or more for most kernels: output pixels whose
+  // window lies entirely in the padding (bias only, as PyTorch) occur often.
+  const hw pads[] = {{0, 0}, {1, 1}, {2, 2}, {1, 0}, {0, 2}, {3, 3}, {5, 1}, {0, 6}};
   const hw dilations[] = {{1, 1}, {2, 2}, {1, 2}};
   // dense, groups 2 and 4, depthwise with channel multiplier 1 and 2, one input channel
   const channels chans[] = {{3, 5, 1}, {4, 6, 2}, {8, 4, 4}, {6, 6, 6}, {4, 8, 4}, {1, 3, 1}};
   const hw inputs[] = {{7, 5}, {1, 1}, {13, 9}, {4, 6}};
 
-  index_t checked = 0, refused_pad = 0, refused_fit = 0, depthwise = 0, case_no = 0;
+  index_t checked = 0, padding_only = 0, padding_only_depthwise = 0, refused_fit = 0, depthwise = 0, case_no = 0;
 #if QLIB_EXCEPTIONS
   const index_t error_checks = 1 << 30;
 #else
@@ -328,33 +330,47 @@ TEST_CASE("conv2d matches a direct convolution over strides, padding, dilation, 
             const std::vector<float> b = bias ? random_vec(ch.out) : std::vector<float>();
             const nn::conv2d conv = make_conv(w, b, o);
             const tensor<float, 4> xt = to_nhwc(x);
-            // PyTorch's output size; qlib also refuses padding of a whole (dilated) window.
+            // PyTorch's output size, whatever the padding.
             const index_t oh = torch_out_size(in.h, k.h, s.h, p.h, d.h), ow = torch_out_size(in.w, k.w, s.w, p.w, d.w);
-            const bool pad_ok = p.h < d.h * (k.h - 1) + 1 && p.w < d.w * (k.w - 1) + 1;
             INFO(describe(o, batch, ch.in, in.h, in.w, ch.out));
-            if (!pad_ok) {
-              if (refused_pad++ < error_checks) QLIB_REQUIRE_ERROR(conv.forward(xt.cview()), errc::invalid_argument);
-              continue;
-            }
             if (oh < 1 || ow < 1) {
               if (refused_fit++ < error_checks) QLIB_REQUIRE_ERROR(conv.forward(xt.cview()), errc::shape_mismatch);
               continue;
             }
             REQUIRE(conv.output_shape(xt.shape()) == extents<4>{batch, oh, ow, ch.out});
             const expected4 want = conv_reference(x, w, b, o);
-            depthwise += ch.groups == ch.in && ch.groups > 1;
+            const bool is_depthwise = ch.groups == ch.in && ch.groups > 1;
+            depthwise += is_depthwise;
+            // Output rows / columns whose window holds no input tap: the pixels on them are
+            // the bias (or 0) exactly, on every path.
+            const std::vector<bool> empty_h = qlib_test::padding_only_windows(in.h, k.h, s.h, p.h, d.h, oh),
+                                    empty_w = qlib_test::padding_only_windows(in.w, k.w, s.w, p.w, d.w, ow);
+            const bool has_empty = std::find(empty_h.begin(), empty_h.end(), true) != empty_h.end() ||
+                                   std::find(empty_w.begin(), empty_w.end(), true) != empty_w.end();
+            padding_only += has_empty;
+            padding_only_depthwise += has_empty && is_depthwise;
             qlib_test::for_each_isa([&](isa) {
               const tensor<float, 4> y = conv.forward(xt.cview());
               const double err = worst_error(y.cview(), want);
               if (!(err <= 1.0)) FAIL_CHECK("error " << err << " x tolerance");
+              index_t wrong = 0;
+              for (index_t n = 0; n < batch; ++n)
+                for (index_t h = 0; h < oh; ++h)
+                  for (index_t ww = 0; ww < ow; ++ww) {
+                    if (!empty_h[static_cast<std::size_t>(h)] && !empty_w[static_cast<std::size_t>(ww)]) continue;
+                    for (index_t c = 0; c < ch.out; ++c)
+                      wrong += !qlib_test::same_bits(y(n, h, ww, c), bias ? b[static_cast<std::size_t>(c)] : 0.0f);
+                  }
+              if (wrong > 0) FAIL_CHECK(wrong << " padding-only outputs differ from the bias");
             });
             ++checked;
           }
   // The sweep must exercise every branch it claims to.
-  CHECK(checked > 500);
-  CHECK(depthwise > 150);
-  CHECK(refused_pad > 50);
-  CHECK(refused_fit > 50);
+  CHECK(checked > 1800);
+  CHECK(depthwise > 600);
+  CHECK(padding_only > 1000);  // cases with an output pixel whose window is all padding
+  CHECK(padding_only_depthwise > 300);
+  CHECK(refused_fit > 300);
 }
 
 TEST_CASE("conv2d reads strided input views (row padding) on the im2col and depthwise paths", "[nn][conv]") {
@@ -402,14 +418,15 @@ TEST_CASE("conv2d refuses bad configurations", "[nn][conv][errors]") {
   nn::conv2d dil(4, 6, nn::conv2d_options::square(3, 1, 0, 2));
   QLIB_REQUIRE_ERROR(dil.forward(tensor<float, 4>(extents<4>{1, 4, 9, 4}).cview()), errc::shape_mismatch);
   CHECK(dil.output_shape({1, 5, 9, 4}) == extents<4>{1, 1, 5, 6});
-  // padding of a whole window or more (pad 3 on a 3-wide window, pad 1 on 1x1); one less is fine
+  // Padding of a whole window or more is accepted with PyTorch's output size (pad 3 and 2
+  // on a 3-wide window); above 4096 it is refused like the other window parameters.
   nn::conv2d conv_pad = conv;
   conv_pad.opt.pad_w = 3;
-  QLIB_REQUIRE_ERROR(conv_pad.forward(x.cview()), errc::invalid_argument);
+  CHECK(conv_pad.output_shape(x.shape()) == extents<4>{1, 5, 9, 6});
   conv_pad.opt.pad_w = 2;
   CHECK(conv_pad.output_shape(x.shape()) == extents<4>{1, 5, 7, 6});
-  nn::conv2d pw(4, 6, nn::conv2d_options{1, 1, 1, 1, 1, 0, 1, 1, 1});
-  QLIB_REQUIRE_ERROR(pw.forward(x.cview()), errc::invalid_argument);
+  conv_pad.opt.pad_h = 4097;
+  QLIB_REQUIRE_ERROR(conv_pad.forward(x.cview()), errc::invalid_argument);
   // stride, dilation 0 and negative padding
   for (int field = 0; field < 3; ++field) {
     nn::conv2d bad = conv;
@@ -435,6 +452,64 @@ TEST_CASE("conv2d refuses bad configurations", "[nn][conv][errors]") {
   QLIB_REQUIRE_ERROR(nn::conv2d().forward(x.cview()), errc::shape_mismatch);
 }
 
+TEST_CASE("conv2d with padding of a whole window or more gives PyTorch's shapes and a bias-only border",
+          "[nn][conv]") {
+  // 1x1 with pad 1 on 5x5 -> 7x7 (PyTorch's Conv2d(kernel_size=1, padding=1)): the border
+  // reads only padding and is the bias exactly (0 without bias), the inside is bias + w.x.
+  // Dense (im2col + GEMM) and depthwise (the direct loop), with and without bias.
+  for (index_t groups : {1, 4})
+    for (bool with_bias : {true, false}) {
+      INFO("groups " << groups << (with_bias ? ", bias" : ", no bias"));
+      const index_t out_c = groups == 1 ? 6 : 4;
+      const nn::conv2d_options o = nn::conv2d_options::square(1, 1, 1, 1, groups);
+      const std::vector<float> bias_values = with_bias ? random_vec(out_c) : std::vector<float>();
+      const nn::conv2d conv = make_conv(random_arr(out_c, 4 / groups, 1, 1), bias_values, o);
+      const tensor<float, 4> x = qlib_test::rand_tensor({2, 5, 5, 4});
+      REQUIRE(conv.output_shape(x.shape()) == extents<4>{2, 7, 7, out_c});
+      qlib_test::for_each_isa([&](isa) {
+        const tensor<float, 4> y = conv.forward(x.cview());
+        REQUIRE(y.shape() == extents<4>{2, 7, 7, out_c});
+        for (index_t n = 0; n < 2; ++n)
+          for (index_t h = 0; h < 7; ++h)
+            for (index_t w = 0; w < 7; ++w)
+              for (index_t c = 0; c < out_c; ++c) {
+                INFO("at " << n << "," << h << "," << w << "," << c);
+                const float b = with_bias ? conv.bias(c) : 0.0f;
+                if (h == 0 || h == 6 || w == 0 || w == 6) {
+                  REQUIRE(qlib_test::same_bits(y(n, h, w, c), b));
+                  continue;
+                }
+                double want = b;
+                const index_t cg = 4 / groups, g = c / (out_c / groups);
+                for (index_t i = 0; i < cg; ++i)
+                  want += double(conv.weight(c, 0, 0, i)) * x(n, h - 1, w - 1, g * cg + i);
+                REQUIRE(y(n, h, w, c) == Approx(want).margin(1e-5));
+              }
+      });
+    }
+  // The largest padding accepted, 4096, with stride 4096 over 5x5: a 3x3 output whose
+  // centre reads x(0, 0) and whose other pixels read only padding.
+  const nn::conv2d big = make_conv(random_arr(3, 2, 1, 1), random_vec(3), nn::conv2d_options::square(1, 4096, 4096));
+  const tensor<float, 4> x = qlib_test::rand_tensor({1, 5, 5, 2});
+  qlib_test::for_each_isa([&](isa) {
+    const tensor<float, 4> y = big.forward(x.cview());
+    REQUIRE(y.shape() == extents<4>{1, 3, 3, 3});
+    for (index_t h = 0; h < 3; ++h)
+      for (index_t w = 0; w < 3; ++w)
+        for (index_t c = 0; c < 3; ++c) {
+          if (h == 1 && w == 1) {
+            const double want = double(big.bias(c)) + double(big.weight(c, 0, 0, 0)) * x(0, 0, 0, 0) +
+                                double(big.weight(c, 0, 0, 1)) * x(0, 0, 0, 1);
+            CHECK(y(0, h, w, c) == Approx(want).margin(1e-5));
+          } else {
+            CHECK(qlib_test::same_bits(y(0, h, w, c), big.bias(c)));
+          }
+        }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// linear, batch norm, folding
 // ---------------------------------------------------------------------------------------
 // linear, batch norm, folding
 
@@ -789,6 +864,47 @@ TEST_CASE("pooling windows without an input tap are refused", "[nn][pool]") {
   QLIB_REQUIRE_ERROR(nn::pool(nn::avg_pool2d{o, false}, x.cview()), errc::invalid_argument);
   QLIB_REQUIRE_ERROR(nn::pool(nn::max_pool2d{o}, x.cview()), errc::invalid_argument);
   QLIB_REQUIRE_ERROR(nn::pool(nn::avg_pool2d{o, false}, xq.cview(), 3), errc::invalid_argument);
+}
+
+// Convolutions accept padding of a whole window or more (windows in the padding give the
+// bias); pooling keeps refusing it, since such a window has no max or average. The
+// refusal comes from pool_geometry's own check, with errc::invalid_argument as before.
+TEST_CASE("pooling with padding of a whole window or more is refused", "[nn][pool][errors]") {
+  const tensor<float, 4> x = qlib_test::rand_tensor({1, 5, 5, 3});
+  const tensor<std::uint8_t, 4> xu(extents<4>{1, 5, 5, 3}, std::uint8_t{9});
+  const tensor<std::int8_t, 4> xs(extents<4>{1, 5, 5, 3}, std::int8_t{-9});
+  // pad == window, pad > window (both axes and one), and pad == the dilated window (2 taps, dilation 3: span 4)
+  const nn::conv2d_options windows[] = {nn::conv2d_options::square(2, 1, 2), nn::conv2d_options::square(3, 2, 5),
+                                        nn::conv2d_options{1, 3, 1, 1, 1, 0, 1, 1, 1},
+                                        nn::conv2d_options{2, 2, 1, 1, 0, 4, 1, 3, 1}};
+  for (const nn::conv2d_options& o : windows) {
+    INFO(o.describe());
+    const nn::max_pool2d mp{o};
+    QLIB_REQUIRE_ERROR(nn::output_shape(mp, x.shape()), errc::invalid_argument);
+    QLIB_REQUIRE_ERROR(nn::pool(mp, x.cview()), errc::invalid_argument);
+    QLIB_REQUIRE_ERROR(nn::pool(mp, xu.cview()), errc::invalid_argument);
+    QLIB_REQUIRE_ERROR(nn::pool(mp, xs.cview()), errc::invalid_argument);
+    for (bool include_pad : {true, false}) {
+      const nn::avg_pool2d ap{o, include_pad};
+      QLIB_REQUIRE_ERROR(nn::output_shape(ap, x.shape()), errc::invalid_argument);
+      QLIB_REQUIRE_ERROR(nn::pool(ap, x.cview()), errc::invalid_argument);
+      QLIB_REQUIRE_ERROR(nn::pool(ap, xu.cview(), 9), errc::invalid_argument);
+      QLIB_REQUIRE_ERROR(nn::pool(ap, xs.cview(), -9), errc::invalid_argument);
+    }
+#if QLIB_EXCEPTIONS
+    // The message says why.
+    try {
+      (void)nn::pool(mp, x.cview());
+    } catch (const qlib::error& e) {
+      INFO(e.what());
+      CHECK(std::string(e.what()).find("covers only padding") != std::string::npos);
+    }
+#endif
+    // The same window on a convolution is accepted.
+    CHECK(nn::conv2d(3, 3, o).output_shape(x.shape())[0] == 1);
+  }
+  // One less than the window is still fine for pooling (every window keeps an input tap).
+  CHECK(nn::output_shape(nn::max_pool2d{nn::conv2d_options::square(3, 2, 2)}, x.shape()) == extents<4>{1, 4, 4, 3});
 }
 
 // ---------------------------------------------------------------------------------------

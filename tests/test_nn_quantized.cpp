@@ -152,16 +152,9 @@ void check_conv_reference_against_float(const nn::qconv2d& L, const nn::qactivat
   CHECK(static_cast<double>(equal) >= 0.97 * static_cast<double>(yf.size()));
 }
 
-void check_conv_case(const conv_case& cs) {
-  INFO(cs.describe());
-  const nn::qconv2d L = make_qconv(cs);
-  const nn::qactivation x = random_activation({cs.batch, cs.h, cs.w, cs.in_c}, L.in);
-  const nn::qactivation want = nn::reference::forward(L, x);
-  CHECK(want.scale == L.output.out.scale);
-  CHECK(want.zero_point == L.output.out.zero_point);
-  if (want.values.size() >= 50) CHECK(inside_fraction(want.values, L.output.qmin, L.output.qmax) >= 0.15);
-  for (std::uint8_t v : want.values) REQUIRE((v >= L.output.qmin && v <= L.output.qmax));
-  check_conv_reference_against_float(L, x, want);
+// L.forward(x) on every ISA with 1 and 3 threads (so im2col + GEMM, the implicit GEMM
+// where it applies, and the depthwise loop) equals `want` bit for bit.
+void qconv_check_every_path(const nn::qconv2d& L, const nn::qactivation& x, const nn::qactivation& want) {
   for_each_isa([&](isa) {
     for (int threads : {1, 3}) {
       INFO("threads " << threads);
@@ -175,6 +168,19 @@ void check_conv_case(const conv_case& cs) {
       REQUIRE(diff.empty());
     }
   });
+}
+
+void check_conv_case(const conv_case& cs) {
+  INFO(cs.describe());
+  const nn::qconv2d L = make_qconv(cs);
+  const nn::qactivation x = random_activation({cs.batch, cs.h, cs.w, cs.in_c}, L.in);
+  const nn::qactivation want = nn::reference::forward(L, x);
+  CHECK(want.scale == L.output.out.scale);
+  CHECK(want.zero_point == L.output.out.zero_point);
+  if (want.values.size() >= 50) CHECK(inside_fraction(want.values, L.output.qmin, L.output.qmax) >= 0.15);
+  for (std::uint8_t v : want.values) REQUIRE((v >= L.output.qmin && v <= L.output.qmax));
+  check_conv_reference_against_float(L, x, want);
+  qconv_check_every_path(L, x, want);
 }
 
 nn::conv2d_options window(index_t kh, index_t kw, index_t stride, index_t pad_h, index_t pad_w, index_t dilation,
@@ -239,13 +245,28 @@ TEST_CASE("qconv2d: every ISA and thread count equals the reference on the stand
       // one output channel, per-channel parameters (a single scale)
       make_case(3, 6, 5, 3, 1, window(3, 3, 1, 1, 1, 1, 1), 128, true, true, none),
       make_case(3, 5, 6, 5, 1, window(1, 1, 1, 0, 0, 1, 1), 128, true, false, relu),
+      // padding of a whole (dilated) window or more, as PyTorch accepts: some windows lie
+      // entirely in the padding (bias only). Dense with symmetric weights takes the
+      // implicit GEMM on AVX-512 VNNI with one thread, im2col + GEMM otherwise.
+      make_case(3, 5, 6, 5, 6, window(3, 3, 1, 4, 4, 1, 1), 128, true, false, none),  // run 15: reads past each run
+      make_case(1, 9, 8, 4, 5, {3, 3, 2, 2, 5, 3, 2, 1, 1}, 0, false, false, none),   // dilation_h 2, stride 2
+      make_case(3, 4, 5, 6, 7, window(1, 1, 1, 2, 2, 1, 1), 255, true, false, none),  // 1x1 with padding: not direct
+      make_case(1, 4, 4, 3, 4, window(3, 3, 1, 40, 40, 1, 1), 77, true, false, none),  // 82x82 output, mostly padding
+      // pad and stride 4096 (the cap): a 3x3 output; the implicit path's padded copy would be
+      // 8197^2 x C bytes, so this layer takes im2col + GEMM (implicit_conv_buffer_bounded)
+      make_case(1, 5, 5, 4, 6, window(1, 1, 4096, 4096, 4096, 1, 1), 128, true, false, none),
+      make_case(3, 6, 5, 4, 6, window(1, 3, 2, 3, 5, 1, 1), 128, true, true, none),    // affine weights: im2col
+      make_case(1, 7, 6, 8, 6, window(3, 3, 1, 3, 4, 1, 2), 0, true, false, none),     // groups 2: im2col
+      make_case(1, 6, 7, 6, 12, window(3, 3, 1, 3, 3, 1, 6), 128, true, true, none),   // depthwise x2
+      make_case(3, 5, 5, 4, 4, window(1, 1, 1, 1, 1, 1, 4), 255, false, false, none),  // depthwise 1x1, pad 1
+      make_case(1, 8, 7, 5, 5, window(3, 3, 2, 6, 5, 2, 5), 0, true, false, relu),     // depthwise, dilated, strided
   };
   for (const conv_case& cs : cases) check_conv_case(cs);
 }
 
 TEST_CASE("qconv2d: random geometries equal the reference", "[nn][qconv2d]") {
-  int run = 0;
-  for (int attempt = 0; run < 30 && attempt < 1000; ++attempt) {
+  int run = 0, padding_only = 0;
+  for (int attempt = 0; run < 40 && attempt < 1000; ++attempt) {
     conv_case c;
     c.batch = rand_int(0, 2) == 0 ? 3 : 1;
     c.h = rand_int(1, 9);
@@ -257,19 +278,19 @@ TEST_CASE("qconv2d: random geometries equal the reference", "[nn][qconv2d]") {
     c.opt.stride_w = rand_int(1, 2);
     c.opt.dilation_h = rand_int(1, 2);
     c.opt.dilation_w = rand_int(1, 2);
-    c.opt.pad_h = rand_int(0, 2);
-    c.opt.pad_w = rand_int(0, 2);
+    // 0 to 2 as most layers pad, and one time in four 3 more: a whole window or more.
+    c.opt.pad_h = rand_int(0, 2) + (rand_int(0, 3) == 0 ? 3 : 0);
+    c.opt.pad_w = rand_int(0, 2) + (rand_int(0, 3) == 0 ? 3 : 0);
     const int kind = rand_int(0, 3);  // dense, grouped, depthwise x1, depthwise x2
     const index_t groups = kind == 0 ? 1 : kind == 1 ? 2 * rand_int(1, 2) : rand_int(2, 6);
     c.opt.groups = groups;
     c.in_c = kind == 1 ? groups * rand_int(1, 3) : kind == 0 ? rand_int(1, 9) : groups;
     c.out_c = kind == 3 ? 2 * groups : kind == 2 ? groups : groups * rand_int(1, 3);
     if (kind == 0) c.out_c = rand_int(1, 11);
-    // The window must fit the padded input and padding must stay below the window.
+    // The window must fit the padded input (padding may exceed the window, as in PyTorch).
     const index_t span_h = c.opt.dilation_h * (c.opt.kernel_h - 1) + 1, span_w = c.opt.dilation_w * (c.opt.kernel_w - 1) + 1;
-    if (c.opt.pad_h >= span_h || c.opt.pad_w >= span_w || c.h + 2 * c.opt.pad_h < span_h ||
-        c.w + 2 * c.opt.pad_w < span_w)
-      continue;
+    if (c.h + 2 * c.opt.pad_h < span_h || c.w + 2 * c.opt.pad_w < span_w) continue;
+    padding_only += c.opt.pad_h >= span_h || c.opt.pad_w >= span_w;  // then the first window reads only padding
     const std::int32_t zps[] = {0, 128, 255, 77};
     c.in_zp = zps[rand_int(0, 3)];
     c.per_channel = rand_int(0, 1) == 1;
@@ -284,18 +305,55 @@ TEST_CASE("qconv2d: random geometries equal the reference", "[nn][qconv2d]") {
     INFO(c.describe());
     const nn::qactivation want = nn::reference::forward(L, x);
     check_conv_reference_against_float(L, x, want);
-    for_each_isa([&](isa) {
-      for (int threads : {1, 3}) {
-        gemm::gemm_options opt;
-        opt.threads = threads;
-        const std::string diff = first_difference(L.forward(x, opt).values, want.values);
-        INFO("threads " << threads << ": " << diff);
-        REQUIRE(diff.empty());
-      }
-    });
+    qconv_check_every_path(L, x, want);
     ++run;
   }
-  CHECK(run == 30);
+  CHECK(run == 40);
+  CHECK(padding_only >= 10);
+}
+
+TEST_CASE("qconv2d: outputs whose window lies entirely in the padding are the requantized bias", "[nn][qconv2d]") {
+  // Every tap of such a window reads the input zero point, so the accumulator with its
+  // zero-point corrections (affine weights included) is exactly 0, and the output is the
+  // layer's pipeline on 0: bias, requantization, clamp (evaluated here without any
+  // convolution loop). Checked on the reference, which every path must equal.
+  const nn::conv2d_options windows[] = {
+      window(3, 3, 1, 3, 3, 1, 1),   // dense: implicit GEMM (VNNI, one thread), im2col + GEMM
+      window(1, 1, 1, 2, 1, 1, 1),   // 1x1 with padding
+      {3, 3, 2, 2, 4, 5, 1, 1, 2},   // groups 2, strided
+      window(3, 3, 1, 3, 4, 1, 4),   // depthwise, multiplier 2
+      window(1, 1, 1, 1, 1, 1, 4),   // depthwise 1x1
+  };
+  for (const nn::conv2d_options& o : windows)
+    for (bool weight_zp : {false, true})
+      for (std::int32_t zx : {0, 128, 255}) {
+        const conv_case cs = make_case(2, 5, 6, 4, 8, o, zx, true, weight_zp, -1.0f);
+        INFO(cs.describe());
+        const nn::qconv2d L = make_qconv(cs);
+        const nn::qactivation x = random_activation({cs.batch, cs.h, cs.w, cs.in_c}, L.in);
+        const nn::conv_geometry g = L.geometry(x.values.shape());
+        const std::vector<bool> empty_h =
+            padding_only_windows(g.in_h, o.kernel_h, o.stride_h, o.pad_h, o.dilation_h, g.out_h);
+        const std::vector<bool> empty_w =
+            padding_only_windows(g.in_w, o.kernel_w, o.stride_w, o.pad_w, o.dilation_w, g.out_w);
+        const auto pipe = L.output.pipeline(L.w, 0, g.out_c);
+        const nn::qactivation want = nn::reference::forward(L, x);
+        REQUIRE(want.values.shape() == extents<4>{g.batch, g.out_h, g.out_w, g.out_c});
+        index_t border = 0, wrong = 0;
+        for (index_t n = 0; n < g.batch; ++n)
+          for (index_t h = 0; h < g.out_h; ++h)
+            for (index_t w = 0; w < g.out_w; ++w) {
+              if (!empty_h[static_cast<std::size_t>(h)] && !empty_w[static_cast<std::size_t>(w)]) continue;
+              ++border;
+              const index_t pixel = (n * g.out_h + h) * g.out_w + w;
+              for (index_t c = 0; c < g.out_c; ++c)
+                wrong += want.values(n, h, w, c) != gemm::eval_pipeline(pipe, std::int32_t{0}, pixel, c);
+            }
+        CHECK(border >= 2 * g.batch);
+        CHECK(wrong == 0);
+        // Every path equals the reference bit for bit, so its border is the same.
+        qconv_check_every_path(L, x, want);
+      }
 }
 
 TEST_CASE("qconv2d: padding is real zero, ReLU and ReLU6 clamp at the right codes", "[nn][qconv2d]") {

@@ -2,6 +2,7 @@
 #include "qlib/train.hpp"
 #include "test_util.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -81,6 +82,45 @@ nn::conv2d make_conv(index_t in, index_t out, const nn::conv2d_options& o, bool 
   for (float& v : c.weight) v = rand_float(-0.5f, 0.5f);
   for (float& v : c.bias) v = rand_float(-0.5f, 0.5f);
   return c;
+}
+
+// dL/dw and dL/dx of y = conv(x) for dL/dy = dy from the definition, in double: each tap
+// inside the input adds dy * x to dw and dy * w to dx (taps in the padding add nothing);
+// dw and dx must match up to float rounding of those sums.
+void train_test_check_conv_grads_direct(const nn::conv2d& conv, const tensor<float, 4>& x, const tensor<float, 4>& dy,
+                                        const tensor<float, 1>& dw, const tensor<float, 4>& dx) {
+  const nn::conv_geometry g = conv.geometry(x.shape());
+  const auto& o = g.opt;
+  const index_t cg = g.in_c_per_group(), cog = g.out_c_per_group();
+  std::vector<double> wantw(static_cast<std::size_t>(dw.size())), absw(wantw.size());
+  std::vector<double> wantx(static_cast<std::size_t>(x.size())), absx(wantx.size());
+  for (index_t n = 0; n < g.batch; ++n)
+    for (index_t oh = 0; oh < g.out_h; ++oh)
+      for (index_t ow = 0; ow < g.out_w; ++ow)
+        for (index_t oc = 0; oc < g.out_c; ++oc)
+          for (index_t kh = 0; kh < o.kernel_h; ++kh)
+            for (index_t kw = 0; kw < o.kernel_w; ++kw) {
+              const index_t ih = oh * o.stride_h - o.pad_h + kh * o.dilation_h;
+              const index_t iw = ow * o.stride_w - o.pad_w + kw * o.dilation_w;
+              if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) continue;
+              const double d = dy(n, oh, ow, oc);
+              for (index_t ci = 0; ci < cg; ++ci) {
+                const index_t c = oc / cog * cg + ci;
+                const auto wi = static_cast<std::size_t>(((oc * o.kernel_h + kh) * o.kernel_w + kw) * cg + ci);
+                const auto xi = static_cast<std::size_t>(((n * g.in_h + ih) * g.in_w + iw) * g.in_c + c);
+                wantw[wi] += d * x.data()[xi];
+                absw[wi] += std::abs(d * x.data()[xi]);
+                wantx[xi] += d * conv.weight.data()[wi];
+                absx[xi] += std::abs(d * conv.weight.data()[wi]);
+              }
+            }
+  REQUIRE(dx.shape() == x.shape());
+  index_t wrong = 0;
+  for (std::size_t i = 0; i < wantw.size(); ++i)
+    wrong += !(std::abs(dw.data()[i] - wantw[i]) <= 1e-4 * absw[i] + 1e-30);
+  for (std::size_t i = 0; i < wantx.size(); ++i)
+    wrong += !(std::abs(dx.data()[i] - wantx[i]) <= 1e-4 * absx[i] + 1e-30);
+  CHECK(wrong == 0);
 }
 
 }  // namespace
@@ -167,6 +207,55 @@ TEST_CASE("init: PyTorch default bounds, BN identity, deterministic per seed", "
   CHECK(differ);
 }
 
+namespace {
+// conv2d_backward of a random layer on a random [2, 7, 6, in] input, checked against finite
+// differences, against the definition on every element (train_test_check_conv_grads_direct),
+// without dx, and from the im2col matrix conv2d_forward_train keeps. Returns whether some
+// output pixel's window lies entirely in the padding.
+bool train_test_conv_backward_case(const char* name, index_t in, index_t out, const nn::conv2d_options& opt,
+                                   bool bias) {
+  INFO(name);
+  nn::conv2d conv = make_conv(in, out, opt, bias);
+  tensor<float, 4> x = rand_tensor({2, 7, 6, in});
+  const linear_objective obj(conv.output_shape(x.shape()));
+  tensor<float, 1> dw(extents<1>{conv.weight.size()}), db(extents<1>{conv.bias.size()});
+  const tensor<float, 4> dx = train::conv2d_backward(conv, x.cview(), obj.r.cview(), dw.view(), db.view());
+  // Every element of dx and dw against the sums of the definition (finite differences
+  // below sample only some): a padding-only window scattered onto the input shows here.
+  train_test_check_conv_grads_direct(conv, x, obj.r, dw, dx);
+  auto f = [&] { return obj(conv.forward(x.cview())); };
+  check_gradient("dx", x.data(), dx.data(), x.size(), f);
+  check_gradient("dw", conv.weight.data(), dw.data(), conv.weight.size(), f);
+  if (bias) check_gradient("db", conv.bias.data(), db.data(), conv.bias.size(), f);
+  // need_dx = false gives the same parameter gradients and no dx.
+  tensor<float, 1> dw2(extents<1>{conv.weight.size()}), db2(extents<1>{conv.bias.size()});
+  const tensor<float, 4> none = train::conv2d_backward(conv, x.cview(), obj.r.cview(), dw2.view(), db2.view(), false);
+  CHECK(none.empty());
+  CHECK(std::equal(dw.begin(), dw.end(), dw2.begin()));
+  // The training forward (im2col kept for backward) computes the same convolution, and
+  // the backward from the kept matrix the same gradients (up to the order of the sums).
+  tensor<float, 2> cols;
+  tensor<float, 4> y, dx3;
+  train::conv2d_forward_train(conv, x.cview(), cols, y);
+  REQUIRE(!cols.empty());
+  const tensor<float, 4> yref = conv.forward(x.cview());
+  REQUIRE(y.shape() == yref.shape());
+  for (index_t i = 0; i < y.size(); ++i) REQUIRE(y.data()[i] == Approx(yref.data()[i]).margin(1e-5));
+  tensor<float, 1> dw3(extents<1>{conv.weight.size()}), db3(extents<1>{conv.bias.size()});
+  train::conv2d_backward(conv, x.cview(), cols, obj.r.cview(), dw3.view(), db3.view(), dx3);
+  for (index_t i = 0; i < dw.size(); ++i) REQUIRE(dw3.data()[i] == Approx(dw.data()[i]).margin(1e-5));
+  for (index_t i = 0; i < db.size(); ++i) REQUIRE(db3.data()[i] == db.data()[i]);
+  REQUIRE(dx3.shape() == dx.shape());
+  for (index_t i = 0; i < dx.size(); ++i) REQUIRE(dx3.data()[i] == dx.data()[i]);
+  const nn::conv_geometry g = conv.geometry(x.shape());
+  const std::vector<bool> h =
+      qlib_test::padding_only_windows(7, opt.kernel_h, opt.stride_h, opt.pad_h, opt.dilation_h, g.out_h);
+  const std::vector<bool> w =
+      qlib_test::padding_only_windows(6, opt.kernel_w, opt.stride_w, opt.pad_w, opt.dilation_w, g.out_w);
+  return std::count(h.begin(), h.end(), true) + std::count(w.begin(), w.end(), true) > 0;
+}
+}  // namespace
+
 TEST_CASE("conv2d backward matches finite differences (stride, padding, dilation, groups, depthwise)",
           "[train][conv2d]") {
   struct conv_case {
@@ -184,38 +273,7 @@ TEST_CASE("conv2d backward matches finite differences (stride, padding, dilation
       {"depthwise", 3, 3, nn::conv2d_options::square(3, 1, 1, 1, 3), true},
       {"depthwise multiplier 2, stride 2", 3, 6, nn::conv2d_options::square(3, 2, 1, 1, 3), false},
   };
-  for (const conv_case& cc : cases) {
-    INFO(cc.name);
-    nn::conv2d conv = make_conv(cc.in, cc.out, cc.opt, cc.bias);
-    tensor<float, 4> x = rand_tensor({2, 7, 6, cc.in});
-    const linear_objective obj(conv.output_shape(x.shape()));
-    tensor<float, 1> dw(extents<1>{conv.weight.size()}), db(extents<1>{conv.bias.size()});
-    const tensor<float, 4> dx = train::conv2d_backward(conv, x.cview(), obj.r.cview(), dw.view(), db.view());
-    auto f = [&] { return obj(conv.forward(x.cview())); };
-    check_gradient("dx", x.data(), dx.data(), x.size(), f);
-    check_gradient("dw", conv.weight.data(), dw.data(), conv.weight.size(), f);
-    if (cc.bias) check_gradient("db", conv.bias.data(), db.data(), conv.bias.size(), f);
-    // need_dx = false gives the same parameter gradients and no dx.
-    tensor<float, 1> dw2(extents<1>{conv.weight.size()}), db2(extents<1>{conv.bias.size()});
-    const tensor<float, 4> none = train::conv2d_backward(conv, x.cview(), obj.r.cview(), dw2.view(), db2.view(), false);
-    CHECK(none.empty());
-    CHECK(std::equal(dw.begin(), dw.end(), dw2.begin()));
-    // The training forward (im2col kept for backward) computes the same convolution, and
-    // the backward from the kept matrix the same gradients (up to the order of the sums).
-    tensor<float, 2> cols;
-    tensor<float, 4> y, dx3;
-    train::conv2d_forward_train(conv, x.cview(), cols, y);
-    REQUIRE(!cols.empty());
-    const tensor<float, 4> yref = conv.forward(x.cview());
-    REQUIRE(y.shape() == yref.shape());
-    for (index_t i = 0; i < y.size(); ++i) REQUIRE(y.data()[i] == Approx(yref.data()[i]).margin(1e-5));
-    tensor<float, 1> dw3(extents<1>{conv.weight.size()}), db3(extents<1>{conv.bias.size()});
-    train::conv2d_backward(conv, x.cview(), cols, obj.r.cview(), dw3.view(), db3.view(), dx3);
-    for (index_t i = 0; i < dw.size(); ++i) REQUIRE(dw3.data()[i] == Approx(dw.data()[i]).margin(1e-5));
-    for (index_t i = 0; i < db.size(); ++i) REQUIRE(db3.data()[i] == db.data()[i]);
-    REQUIRE(dx3.shape() == dx.shape());
-    for (index_t i = 0; i < dx.size(); ++i) REQUIRE(dx3.data()[i] == dx.data()[i]);
-  }
+  for (const conv_case& cc : cases) CHECK(!train_test_conv_backward_case(cc.name, cc.in, cc.out, cc.opt, cc.bias));
 }
 
 TEST_CASE("linear backward matches finite differences", "[train][linear]") {
@@ -328,6 +386,26 @@ TEST_CASE("max and average pooling backward match finite differences", "[train][
       const tensor<float, 4> da = train::avg_pool_backward(ap, x.shape(), obj.r.cview());
       check_gradient("avg", x.data(), da.data(), x.size(), [&] { return obj(nn::pool(ap, x.cview())); }, 48);
     }
+  }
+}
+
+// Convolutions accept padding of a whole window or more; pooling, whose windows would then
+// hold no input, keeps refusing it in training too.
+TEST_CASE("training pooling refuses padding of a whole window or more", "[train][pooling][errors]") {
+  const tensor<float, 4> x(extents<4>{2, 6, 5, 3}, 0.5f);  // constant: no draw from the shared generator
+  // pad == window, pad > window on one axis, pad == the dilated window (2 taps, dilation 3)
+  for (const nn::conv2d_options& w : {nn::conv2d_options::square(2, 2, 2),
+                                      nn::conv2d_options{3, 1, 1, 1, 4, 0, 1, 1, 1},
+                                      nn::conv2d_options{2, 2, 1, 1, 0, 4, 1, 3, 1}}) {
+    INFO(w.describe());
+    const nn::max_pool2d mp{w};
+    std::vector<std::int32_t> argmax;
+    QLIB_REQUIRE_ERROR(train::max_pool_forward_train(mp, x.cview(), argmax), errc::invalid_argument);
+    const tensor<float, 4> dy(extents<4>{2, 3, 3, 3}, 1.0f);  // any shape: the window is refused first
+    QLIB_REQUIRE_ERROR(train::max_pool_backward(mp, x.shape(), argmax, dy.cview()), errc::invalid_argument);
+    for (bool include_pad : {true, false})
+      QLIB_REQUIRE_ERROR(train::avg_pool_backward(nn::avg_pool2d{w, include_pad}, x.shape(), dy.cview()),
+                         errc::invalid_argument);
   }
 }
 
@@ -882,4 +960,16 @@ TEST_CASE("benchmark: Fashion-MNIST CNN training step, batch 64", "[.bench]") {
   std::printf("  forward_train: %.2f ms\n",
               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count() / iters);
   CHECK(ms > 0.0);
+}
+
+// Padding of a whole window or more (PyTorch's semantics): the windows entirely in the
+// padding give the bias, and their gradient reaches only db. (At the end of the file: the
+// tests above draw from the shared generator and keep the values they drew before.)
+TEST_CASE("conv2d backward with padding of a whole window or more", "[train][conv2d]") {
+  CHECK(train_test_conv_backward_case("3x3 stride 2 pad 4", 3, 4, nn::conv2d_options::square(3, 2, 4), true));
+  CHECK(train_test_conv_backward_case("1x1 pad (2, 1), no bias", 3, 2, {1, 1, 1, 1, 2, 1, 1, 1, 1}, false));
+  CHECK(train_test_conv_backward_case("groups 2, 2x3 stride (1, 2) pad (3, 4)", 4, 2, {2, 3, 1, 2, 3, 4, 1, 1, 2},
+                                      true));
+  CHECK(train_test_conv_backward_case("depthwise 3x3 dilation (2, 1) pad (5, 3)", 3, 3, {3, 3, 1, 1, 5, 3, 2, 1, 3},
+                                      true));
 }

@@ -111,6 +111,20 @@ inline qlib::tensor<float, 4> rand_tensor(const qlib::extents<4>& s, float lo = 
   return t;
 }
 
+// Along one axis of a convolution (input size `in`, kernel k, stride s, padding p,
+// dilation d), for each of the `out` output positions: true when its window holds no
+// input tap, i.e. lies entirely in the padding (possible once p >= d (k - 1) + 1).
+inline std::vector<bool> padding_only_windows(std::ptrdiff_t in, std::ptrdiff_t k, std::ptrdiff_t s, std::ptrdiff_t p,
+                                              std::ptrdiff_t d, std::ptrdiff_t out) {
+  std::vector<bool> r(static_cast<std::size_t>(out > 0 ? out : 0), true);
+  for (std::ptrdiff_t o = 0; o < out; ++o)
+    for (std::ptrdiff_t t = 0; t < k; ++t) {
+      const std::ptrdiff_t i = o * s - p + t * d;
+      if (i >= 0 && i < in) r[static_cast<std::size_t>(o)] = false;
+    }
+  return r;
+}
+
 // Per tensor, per channel or per group (size from group_size()) on a random axis of a
 // rank-`rank` tensor, with equal odds.
 template <class GroupSize>

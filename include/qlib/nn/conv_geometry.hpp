@@ -54,8 +54,11 @@ inline index_t window_output_size(index_t in, index_t k, index_t stride, index_t
 }  // namespace detail
 
 // The geometry of a window `opt` over an NHWC input of `in_shape` producing out_c
-// channels; refuses non-positive sizes, groups that do not divide both channel counts,
-// padding of a whole window or more, and windows larger than the padded input.
+// channels; refuses non-positive sizes, negative padding, parameters above 4096, groups
+// that do not divide both channel counts, and windows larger than the padded input.
+// Padding of a whole (dilated) window or more is accepted, as PyTorch's Conv2d does: the
+// windows that lie entirely in the padding read no input (a convolution gives its bias
+// there). Pooling, where such a window has no value, refuses it in pool_geometry.
 inline conv_geometry make_conv_geometry(const extents<4>& in_shape, index_t out_c, const conv2d_options& opt,
                                         const char* who) {
   const std::string w(who);
@@ -63,8 +66,6 @@ inline conv_geometry make_conv_geometry(const extents<4>& in_shape, index_t out_
                  opt.dilation_w > 0 && opt.groups > 0 && opt.pad_h >= 0 && opt.pad_w >= 0,
              errc::invalid_argument, w + ": kernel, stride, dilation and groups must be > 0 and padding >= 0, got " +
                                          opt.describe());
-  QLIB_CHECK(opt.pad_h < opt.dilation_h * (opt.kernel_h - 1) + 1 && opt.pad_w < opt.dilation_w * (opt.kernel_w - 1) + 1,
-             errc::invalid_argument, w + ": padding must be smaller than the window, got " + opt.describe());
   QLIB_CHECK(opt.kernel_h <= 4096 && opt.kernel_w <= 4096 && opt.dilation_h <= 4096 && opt.dilation_w <= 4096 &&
                  opt.stride_h <= 4096 && opt.stride_w <= 4096 && opt.pad_h <= 4096 && opt.pad_w <= 4096,
              errc::invalid_argument, w + ": window parameters above 4096 are refused, got " + opt.describe());

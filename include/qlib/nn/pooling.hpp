@@ -47,8 +47,9 @@ inline std::int64_t div_round_half_even(std::int64_t s, std::int64_t d) noexcept
 inline conv_geometry pool_geometry(const extents<4>& in, const conv2d_options& w, const char* who) {
   QLIB_CHECK(w.groups == 1, errc::invalid_argument, std::string(who) + ": pooling windows have groups = 1");
   const conv_geometry g = make_conv_geometry(in, in[3] > 0 ? in[3] : 1, w, who);
-  // Every window must hold at least one input value (with dilation, a window can fall
-  // entirely into the padding: its max and its average would be undefined).
+  // Every window must hold at least one input value: with padding of a whole window or
+  // more (which make_conv_geometry accepts for convolutions), or with dilation, a window
+  // can fall entirely into the padding, where its max and its average are undefined.
   auto all_windows_hit = [](index_t out, index_t in_size, index_t k, index_t s, index_t pad, index_t d) {
     for (index_t o = 0; o < out; ++o) {
       bool hit = false;
@@ -64,7 +65,7 @@ inline conv_geometry pool_geometry(const extents<4>& in, const conv2d_options& w
                  all_windows_hit(g.out_w, g.in_w, w.kernel_w, w.stride_w, w.pad_w, w.dilation_w),
              errc::invalid_argument,
              std::string(who) + ": a window (" + w.describe() + ") covers only padding of input " +
-                 qlib::detail::extents_string(in));
+                 qlib::detail::extents_string(in) + "; every pooling window needs an input value");
   return g;
 }
 }  // namespace detail

@@ -134,7 +134,7 @@ inline qactivation qconv2d::forward(const qactivation& x, const gemm::gemm_optio
     return y;
   }
   const index_t patch = g.patch_size(), cog = g.out_c_per_group(), pixels = g.output_pixels();
-  if (implicit_conv_available(implicit) && gopt.threads == 1) {
+  if (implicit_conv_available(implicit) && gopt.threads == 1 && detail::implicit_conv_buffer_bounded(g)) {
     QLIB_CHECK(implicit.packed.n() == g.out_c && implicit.run == opt.kernel_w * g.in_c, errc::shape_mismatch,
                "nn::qconv2d: implicit weights do not match the layer (call prepare() after changing it)");
     detail::implicit_conv_forward(implicit, g, x.values.cview(), x.zero_point, output.pipeline(w, 0, g.out_c),

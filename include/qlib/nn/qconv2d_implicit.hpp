@@ -67,6 +67,18 @@ inline bool implicit_conv_available(const implicit_conv_weights& iw) {
 }
 
 namespace detail {
+// True if the padded copy of the input that implicit_conv_forward builds, (in_h + 2 pad_h)
+// x (in_w + 2 pad_w) x C bytes per image, is at most 4 times the input plus the im2col
+// matrix it saves. Padding of whole windows with a large stride (accepted, as PyTorch
+// does) could otherwise cost far more than the layer: pad 4096 and stride 4096 give a
+// 3x3 output from an 8193 x 8193 x C buffer on a 1x1 input. Such layers take im2col +
+// GEMM instead.
+inline bool implicit_conv_buffer_bounded(const conv_geometry& g) {
+  const index_t padded = (g.in_h + 2 * g.opt.pad_h) * (g.in_w + 2 * g.opt.pad_w) * g.in_c;
+  const index_t saved = g.in_h * g.in_w * g.in_c + g.out_h * g.out_w * g.patch_size();
+  return padded <= 4 * saved;
+}
+
 // out[pixel] = pipeline(sum over the receptive field), for every output pixel; x has
 // the zero point `zx`. The caller checked the geometry and implicit_conv_available().
 template <class Pipeline>
@@ -83,7 +95,11 @@ void implicit_conv_forward(const implicit_conv_weights& iw, const conv_geometry&
   gemm::validate_pipeline(pipeline, g.output_pixels(), g.out_c);
   gemm::check_pipeline_int32_range(pipeline, bound);
   // The input with its padding made real (zero point) and slack after the end for the
-  // kernel's reads of up to 3 bytes past a run.
+  // kernel's reads of up to 3 bytes past a run. Any padding fits: the output size keeps
+  // oh * stride_h + dilation_h * (kernel_h - 1) < hp and ow * stride_w + kernel_w <= wp, so
+  // every run ends inside its image (its 3 extra bytes at most reach the next image or
+  // the slack). Windows entirely in the padding read only zx, which the -zx column-sum
+  // correction cancels: their sum is 0 and the pipeline gives the bias.
   const index_t hp = g.in_h + 2 * o.pad_h, wp = g.in_w + 2 * o.pad_w, c = g.in_c;
   const index_t image = hp * wp * c, slack = 64;
   std::vector<std::uint8_t> padded(static_cast<std::size_t>(g.batch * image + slack), static_cast<std::uint8_t>(zx));
