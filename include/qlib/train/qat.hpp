@@ -449,22 +449,7 @@ epoch_result train_epoch(qat_model& model, tensor_view<const float, 4> x, labels
 // Loss and accuracy of the fake-quantized model in inference mode.
 inline evaluation evaluate(const qat_model& model, tensor_view<const float, 4> x, labels_view labels,
                            index_t batch_size = 256) {
-  detail::check_dataset(x, labels, batch_size, "train::evaluate (QAT)");
-  const index_t n = x.shape(0);
-  evaluation e;
-  double loss_sum = 0.0;
-  index_t correct = 0;
-  for (index_t b0 = 0; b0 < n; b0 += batch_size) {
-    const index_t b1 = std::min(n, b0 + batch_size);
-    const tensor<float, 4> logits = model.forward(x.slice(0, b0, b1));
-    const loss_result<4> l = softmax_cross_entropy(logits.cview(), labels.slice(0, b0, b1));
-    loss_sum += static_cast<double>(l.loss) * static_cast<double>(b1 - b0);
-    correct += l.correct;
-  }
-  e.samples = n;
-  e.mean_loss = loss_sum / static_cast<double>(n);
-  e.accuracy = static_cast<double>(correct) / static_cast<double>(n);
-  return e;
+  return detail::evaluate_model(model, x, labels, batch_size, "train::evaluate (QAT)");
 }
 
 }  // namespace train

@@ -242,10 +242,13 @@ struct evaluation {
   index_t samples = 0;
 };
 
-// Inference-mode loss and accuracy (batch_norm2d with running statistics), in batches.
-inline evaluation evaluate(const nn::sequential& model, tensor_view<const float, 4> x, labels_view labels,
-                           index_t batch_size = 256) {
-  detail::check_dataset(x, labels, batch_size, "train::evaluate");
+namespace detail {
+// Loss and accuracy of any model whose const forward(tensor_view<const float, 4>) returns
+// logits [n, 1, 1, classes], in batches; `who` names the caller in errors.
+template <class Model>
+evaluation evaluate_model(const Model& model, tensor_view<const float, 4> x, labels_view labels, index_t batch_size,
+                          const char* who) {
+  check_dataset(x, labels, batch_size, who);
   const index_t n = x.shape(0);
   evaluation e;
   double loss_sum = 0.0;
@@ -261,6 +264,13 @@ inline evaluation evaluate(const nn::sequential& model, tensor_view<const float,
   e.mean_loss = loss_sum / static_cast<double>(n);
   e.accuracy = static_cast<double>(correct) / static_cast<double>(n);
   return e;
+}
+}  // namespace detail
+
+// Inference-mode loss and accuracy (batch_norm2d with running statistics), in batches.
+inline evaluation evaluate(const nn::sequential& model, tensor_view<const float, 4> x, labels_view labels,
+                           index_t batch_size = 256) {
+  return detail::evaluate_model(model, x, labels, batch_size, "train::evaluate");
 }
 
 }  // namespace train
