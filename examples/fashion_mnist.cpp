@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
     // Does the trainer reproduce the shipped weights (same recipe, same seed)?
     const auto file = std::filesystem::exists(o.weights) ? std::optional(qlib::io::safetensors_file::read(o.weights))
                                                          : std::nullopt;
-    if (file && fm::to_string(fm::width_of(*file)) == fm::to_string(o.width)) {
+    if (file && fm::width_of(*file) == o.width) {
       const auto mine = qlib::nn::save_state_dict(model, sd).to_bytes();
       qlib::nn::sequential shipped = fm::make_cnn(o.width);
       qlib::nn::load_state_dict(shipped, *file, sd);

@@ -24,6 +24,8 @@ namespace fashion_mnist {
 #endif
 inline const char* default_data_dir = QLIB_FASHION_MNIST_DIR;  // Debian's dataset-fashion-mnist
 inline const std::string default_weights = std::string(QLIB_EXAMPLES_DATA_DIR) + "/fashion_mnist_cnn.safetensors";
+// The distillation teacher: widths 32,64,256 (fashion_mnist --train --width 32,64,256 --epochs 30 --flip --shift 2).
+inline const std::string wide_weights = std::string(QLIB_EXAMPLES_DATA_DIR) + "/fashion_mnist_cnn_wide.safetensors";
 
 // Reads an IDX file, gunzipping it when the name ends in .gz (Debian ships .gz files).
 inline qlib::io::idx_array read_idx_file(const std::string& path) {
@@ -73,6 +75,7 @@ inline dataset load(const std::string& dir, const std::string& split, qlib::inde
 // The shipped model is 16, 32, 128; the distillation student 8, 16, 64.
 struct cnn_width {
   qlib::index_t c1 = 16, c2 = 32, hidden = 128;
+  bool operator==(const cnn_width& o) const noexcept { return c1 == o.c1 && c2 == o.c2 && hidden == o.hidden; }
 };
 inline qlib::nn::sequential make_cnn(cnn_width w = {}) {
   using namespace qlib::nn;

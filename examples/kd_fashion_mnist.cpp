@@ -36,7 +36,7 @@ using qlib::index_t;
 
 struct options {
   std::string data = fm::default_data_dir;
-  std::string weights = std::string(QLIB_EXAMPLES_DATA_DIR) + "/fashion_mnist_cnn_wide.safetensors";
+  std::string weights = fm::wide_weights;
   bool quick = false, kd_only = false, plain_only = false, int8_teacher = false;
   int online = -1;  // -1: online exactly when augmenting
   // The recipe: a stronger teacher (twice the shipped model's widths, trained 30 epochs on
