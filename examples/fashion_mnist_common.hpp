@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -142,6 +143,16 @@ double median_seconds(F&& f, int reps, int warmup = 3) {
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// The value of command-line option argv[i] (argv[i + 1], and i moves onto it); exits with a
+// message when it is missing.
+inline std::string option_value(int argc, char** argv, int& i) {
+  if (i + 1 >= argc) {
+    std::fprintf(stderr, "%s needs a value\n", argv[i]);
+    std::exit(2);
+  }
+  return argv[++i];
 }
 
 // A one-line progress bar on stderr ("\r" redraws it).

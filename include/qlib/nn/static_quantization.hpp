@@ -18,6 +18,11 @@ struct static_quantization_options {
   affine_scheme<std::int8_t> weight_scheme = schemes::s8_symmetric;        // [-127, 127], zero point 0
   affine_scheme<std::uint8_t> activation_scheme = schemes::u8_asymmetric;  // PyTorch quint8
   bool float_logits = true;  // a final linear dequantizes its accumulators (no uint8 rounding of logits)
+  // Mixed precision: empty (default) quantizes every layer with weight_scheme; else one bit
+  // width in [2, 8] per conv2d / linear in model order (nn::bit_width_plan::weight_bits()),
+  // each layer then using weight_scheme with that many bits - codes still stored as int8,
+  // so the int8 kernels run them exactly.
+  std::vector<int> weight_bits;
 };
 
 // Usage:
@@ -58,6 +63,14 @@ class static_quantizer {
       }
       steps_.push_back(s);
     }
+    if (!opt_.weight_bits.empty()) {
+      std::size_t n = 0;
+      for (const step& st : steps_) n += st.observer_out != st.observer_in;
+      QLIB_CHECK(opt_.weight_bits.size() == n, errc::shape_mismatch,
+                 "nn::static_quantizer: " + std::to_string(opt_.weight_bits.size()) + " weight bit widths for " +
+                     std::to_string(n) + " conv2d/linear layers");
+      for (int b : opt_.weight_bits) layer_scheme(b).validate();
+    }
   }
 
   // Runs the float model on one calibration batch and feeds every observer.
@@ -87,11 +100,15 @@ class static_quantizer {
     }
     quantized_sequential q;
     q.input = act[0];
+    std::size_t weighted = 0;  // conv2d / linear layers converted so far
     for (std::size_t si = 0; si < steps_.size(); ++si) {
       const step& s = steps_[si];
       const activation_qparams in = act[static_cast<std::size_t>(s.observer_in)];
       const activation_qparams out = act[static_cast<std::size_t>(s.observer_out)];
       const layer& l = model_[s.layer];
+      const affine_scheme<std::int8_t> wscheme =
+          opt_.weight_bits.empty() || s.observer_out == s.observer_in ? opt_.weight_scheme
+                                                                      : layer_scheme(opt_.weight_bits[weighted++]);
       if (const auto* c = std::get_if<conv2d>(&l)) {
         qconv2d qc;
         qc.opt = c->opt;
@@ -99,7 +116,7 @@ class static_quantizer {
         qc.in = in;
         const tensor_view<const float, 2> w(c->weight.data(), {c->out_channels(), c->weight.size() / c->out_channels()});
         qc.w = quantize_weights(w, std::vector<float>(c->bias.begin(), c->bias.end()), in.scale,
-                                opt_.per_channel_weights, c->opt.groups, opt_.weight_scheme);
+                                opt_.per_channel_weights, c->opt.groups, wscheme);
         qc.output = make_quantized_output(qc.w, in, out, s.relu_hi);
         qc.prepare();
         q.layers.emplace_back(std::move(qc));
@@ -107,7 +124,7 @@ class static_quantizer {
         qlinear ql;
         ql.in = in;
         ql.w = quantize_weights(f->weight.cview(), std::vector<float>(f->bias.begin(), f->bias.end()), in.scale,
-                                opt_.per_channel_weights, 1, opt_.weight_scheme);
+                                opt_.per_channel_weights, 1, wscheme);
         ql.float_output = opt_.float_logits && si + 1 == steps_.size() && s.relu_hi < 0.0f;
         if (ql.float_output) {
           for (index_t o = 0; o < ql.w.out_channels(); ++o) ql.channel_scale.push_back(ql.w.scale(o));
@@ -130,6 +147,11 @@ class static_quantizer {
   }
 
  private:
+  affine_scheme<std::int8_t> layer_scheme(int bits) const {
+    affine_scheme<std::int8_t> sc = opt_.weight_scheme;
+    sc.bits = bits;
+    return sc;
+  }
   struct step {
     std::size_t layer;
     float relu_hi;  // < 0: none, 0: ReLU, > 0: ReLU6's 6

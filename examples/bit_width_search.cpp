@@ -1,0 +1,167 @@
+// Mixed-precision weights for the shipped Fashion-MNIST CNN: each layer's sensitivity to 2-8 bit weights, the exact
+// best bit width per layer under several size budgets, checked jointly and as int8 models, against uniform widths.
+//
+//   bit_width_search                    budgets of 8, 6, 5, 4, 3 and 2.5 bits per weight on average
+//   options: --data DIR  --weights FILE  --calibration N (training images, default 1000)
+//            --metric kl|mse (sensitivity metric, default kl)  --budgets A,B,...  --out DIR (writes the table as CSV)
+//            --quick  (200 calibration images, 500 test images: the CI smoke test)
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "fashion_mnist_common.hpp"
+#include "qlib/nn/bit_width_search.hpp"
+#include "qlib/nn/state_dict.hpp"
+#include "qlib/nn/static_quantization.hpp"
+
+namespace fm = fashion_mnist;
+using qlib::index_t;
+
+namespace {
+
+struct options {
+  std::string data = fm::default_data_dir;
+  std::string weights = fm::default_weights;
+  std::string out;  // empty: no CSV
+  bool quick = false;
+  index_t calibration = 1000;
+  qlib::nn::sensitivity_metric metric = qlib::nn::sensitivity_metric::kl_divergence;
+  std::vector<double> budgets{8, 6, 5, 4, 3, 2.5};
+};
+
+options parse(int argc, char** argv) {
+  options o;
+  bool calibration_given = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&] { return fm::option_value(argc, argv, i); };
+    if (a == "--data") o.data = next();
+    else if (a == "--weights") o.weights = next();
+    else if (a == "--out") o.out = next();
+    else if (a == "--quick") o.quick = true;
+    else if (a == "--calibration") {
+      o.calibration = std::atol(next().c_str());
+      calibration_given = true;
+    } else if (a == "--metric") {
+      const std::string m = next();
+      if (m != "kl" && m != "mse") {
+        std::fprintf(stderr, "--metric is kl or mse, not %s\n", m.c_str());
+        std::exit(2);
+      }
+      o.metric = m == "kl" ? qlib::nn::sensitivity_metric::kl_divergence : qlib::nn::sensitivity_metric::logit_mse;
+    } else if (a == "--budgets") {
+      o.budgets.clear();
+      std::stringstream ss(next());
+      std::string item;
+      while (std::getline(ss, item, ',')) o.budgets.push_back(std::strtod(item.c_str(), nullptr));
+    } else {
+      std::fprintf(stderr, "unknown option %s (see the comment at the top of examples/bit_width_search.cpp)\n",
+                   a.c_str());
+      std::exit(2);
+    }
+  }
+  if (o.quick && !calibration_given) o.calibration = 200;
+  return o;
+}
+
+// One row of the table: a plan, its joint measurement and its int8 model's accuracy.
+struct row {
+  std::string budget, method, bits;
+  double average_bits = 0, predicted = 0, measured = 0, weight_acc = 0, int8_acc = 0;
+  std::int64_t bytes = 0;
+};
+
+std::string bits_string(const qlib::nn::bit_width_plan& p) {
+  std::string s;
+  for (int b : p.weight_bits()) s += (s.empty() ? "" : " ") + std::to_string(b);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options o = parse(argc, argv);
+  const fm::dataset test = fm::load(o.data, "t10k", o.quick ? 500 : 0);
+  const fm::dataset train = fm::load(o.data, "train", o.calibration);
+  qlib::nn::state_dict_options sd;
+  sd.input_shape = fm::input_shape;
+  const auto file = qlib::io::safetensors_file::read(o.weights);
+  qlib::nn::sequential model = fm::make_cnn(fm::width_of(file));
+  qlib::nn::load_state_dict(model, file, sd);
+  const auto calib = train.images.cview();
+  std::printf("qlib bit-width search on the Fashion-MNIST CNN (%s)\n"
+              "calibration: %td training images; test: %td images; metric: %s\n\n",
+              o.weights.c_str(), calib.shape(0), test.size(), qlib::nn::metric_name(o.metric));
+
+  // 1. Sensitivity of every conv/linear layer to every candidate bit width.
+  qlib::nn::bit_width_search_options so;
+  so.metric = o.metric;
+  const auto t0 = std::chrono::steady_clock::now();
+  const qlib::nn::sensitivity_report r = qlib::nn::measure_sensitivity(model, calib, so);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("sensitivity (%s vs the float model, one layer quantized at a time; %.2f s):\n%-6s %-7s %8s",
+              qlib::nn::metric_name(o.metric), secs, "layer", "kind", "weights");
+  for (int b : r.bits) std::printf("   %2d bits", b);
+  std::printf("\n");
+  for (const auto& l : r.layers) {
+    std::printf("%-6zu %-7s %8td", l.layer, l.kind, l.weights);
+    for (double s : l.sensitivity) std::printf(" %9.2e", s);
+    std::printf("\n");
+  }
+
+  // 2. Plans per budget, and uniform widths of the same size.
+  auto int8_accuracy = [&](const std::vector<int>& bits) {
+    qlib::nn::static_quantization_options qo;  // as examples/fashion_mnist.cpp, with per-layer weight bits
+    qo.weight_bits = bits;
+    qlib::nn::static_quantizer<qlib::histogram_observer> q(model, qo);
+    for (index_t b0 = 0; b0 < calib.shape(0); b0 += 100)
+      q.observe(calib.slice(0, b0, std::min(calib.shape(0), b0 + 100)));
+    return fm::test_accuracy(q.convert(), test);
+  };
+  auto measure = [&](const std::string& budget, const std::string& method, const qlib::nn::bit_width_plan& p) {
+    row w{budget, method, bits_string(p), p.average_bits(), p.predicted, 0, 0, 0, p.size_bytes()};
+    w.measured = qlib::nn::evaluate_bit_widths(model, p, calib).measured;
+    w.weight_acc = qlib::nn::evaluate_bit_widths(model, p, test.images.cview(), test.label_view()).accuracy;
+    w.int8_acc = int8_accuracy(p.weight_bits());
+    return w;
+  };
+  std::vector<row> rows;
+  for (double b : o.budgets) {
+    char name[32];
+    std::snprintf(name, sizeof name, "%g", b);
+    const qlib::nn::bit_width_plan p = qlib::nn::choose_bit_widths(r, qlib::nn::size_budget::average_bits(b));
+    rows.push_back(measure(name, "search", p));
+    if (std::find(r.bits.begin(), r.bits.end(), static_cast<int>(b)) != r.bits.end() && static_cast<int>(b) == b)
+      rows.push_back(measure(name, "uniform", qlib::nn::uniform_bit_widths(r, static_cast<int>(b))));
+  }
+
+  const double float_acc = fm::test_accuracy(qlib::nn::fold_batch_norms(model), test);
+  std::printf("\nfloat model: test accuracy %.2f%%; weight bytes = weights packed at their bit widths + fp32 scales "
+              "per channel\n\n",
+              100 * float_acc);
+  std::printf("%-7s %-8s %-12s %8s %8s %11s %11s %9s %9s\n", "budget", "method", "bits/layer", "avg bits", "bytes",
+              "predicted", "measured", "w-only", "int8");
+  for (const row& w : rows)
+    std::printf("%-7s %-8s %-12s %8.3f %8lld %11.3e %11.3e %8.2f%% %8.2f%%\n", w.budget.c_str(), w.method.c_str(),
+                w.bits.c_str(), w.average_bits, static_cast<long long>(w.bytes), w.predicted, w.measured,
+                100 * w.weight_acc, 100 * w.int8_acc);
+  std::printf("(predicted: sum of the layers' sensitivities; measured: all layers quantized at once, on the "
+              "calibration images;\n w-only: test accuracy with quantized weights and float activations; int8: the "
+              "static int8 model with these weight bits)\n");
+
+  if (!o.out.empty()) {
+    std::filesystem::create_directories(o.out);
+    std::ofstream csv(o.out + "/bit_width_search.csv");
+    csv << "budget,method,bits,average_bits,bytes,predicted,measured,weight_only_accuracy,int8_accuracy\n";
+    for (const row& w : rows)
+      csv << w.budget << ',' << w.method << ',' << w.bits << ',' << w.average_bits << ',' << w.bytes << ','
+          << w.predicted << ',' << w.measured << ',' << w.weight_acc << ',' << w.int8_acc << '\n';
+  }
+  return 0;
+}
