@@ -83,11 +83,12 @@ inline packed_nm pack_nm(tensor_view<const std::int8_t, 2> b, int n_keep, int m_
     std::int8_t* panel = w.data_.data() + (j / gemm::panel_width) * w.step_count() * nm_step_bytes;
     const index_t jc = j % gemm::panel_width;
     for (index_t win = 0; win < w.windows_; ++win) {
+      const index_t at = (win + w.windows_ - nm_lane(jc) % w.windows_) % w.windows_;  // the skew: nm_skewed_window(at, jc) == win
       index_t t = 0;  // next slot; non-zeros in k order, the rest stay (value 0, index 0)
       for (index_t kk = win * nm_window; kk < std::min(k, (win + 1) * nm_window); ++kk) {
         if (b(kk, j) == 0) continue;
         QLIB_ASSERT(t < slots);
-        std::int8_t* step = panel + (win * w.dwords_ + t / 4) * nm_step_bytes;
+        std::int8_t* step = panel + (at * w.dwords_ + t / 4) * nm_step_bytes;
         step[4 * jc + t % 4] = b(kk, j);
         step[nm_index_offset + 4 * jc + t % 4] = static_cast<std::int8_t>(kk - win * nm_window);
         ++t;
@@ -113,7 +114,8 @@ inline tensor<std::int8_t, 2> unpack(const packed_nm& w) {
       const std::int8_t* step = panel + s * nm_step_bytes;
       for (index_t i = 0; i < 4; ++i) {
         const std::int8_t v = step[4 * jc + i];
-        if (v != 0) b((s / w.dwords_per_window()) * nm_window + step[nm_index_offset + 4 * jc + i], j) = v;
+        const index_t win = nm_skewed_window(s / w.dwords_per_window(), jc, w.window_count());
+        if (v != 0) b(win * nm_window + step[nm_index_offset + 4 * jc + i], j) = v;
       }
     }
   }

@@ -1,4 +1,4 @@
-// AVX-512 VNNI N:M sparse int8 GEMM panel kernel: per row a 16-byte broadcast, vpshufb gathers, vpdpbusd on the kept values.
+// AVX-512 VNNI N:M sparse int8 GEMM panel kernel: rows copied with a window wrap, per row one 64-byte load, vpshufb gathers, vpdpbusd on the kept values.
 #pragma once
 
 #include <algorithm>
@@ -14,24 +14,26 @@
 
 QLIB_KERNEL_BEGIN
 
-// Layout: kernels/portable/sparse_nm_panel.hpp. Per step (16 k, one dword of 4 kept
-// values per column) and row: the row's 16 activation bytes broadcast to the four
-// 128-bit lanes (one vbroadcasti32x4 from memory, XOR 0x80 for int8 A as the dense
-// kernel), then per 16 columns one vpshufb by the stored indices gives each column's 4
-// activations in its dword, and one vpdpbusd with the 4 kept values. For 2:4 a row
-// costs per 16 k and 16 columns 2 vpshufb + 2 vpdpbusd where the dense kernel needs 4
-// vpdpbusd; the shuffles issue on other ports than vpdpbusd on Zen 4.
+// Layout: kernels/portable/sparse_nm_panel.hpp. The driver first copies each row block
+// of A into rows of W + 3 windows (int8 A XORed with 0x80 into uint8, as the dense
+// kernel does; zeros past K; windows 0..2 again after the last). Per step (one dword of
+// 4 kept values per column, of the skewed windows t + lane) and row: one 64-byte load
+// at window t gives 128-bit lane L window t + L, then per 16 columns one vpshufb by the
+// stored indices gives each column its 4 activations, and one vpdpbusd adds the 4 kept
+// values. For 2:4 a row costs per 16 k and 16 columns 2 vpshufb + 2 vpdpbusd where the
+// dense kernel needs 4 vpdpbusd. (The former 16-byte broadcast per row took a shuffle
+// slot of its own on Zen 4: 1.22-1.29x dense with it.)
 // Tiles: MR rows x 16 * NV columns, MR * NV accumulators + NV values + NV indices + a
-// broadcast + a gather must fit 32 zmm: 5 x 64 (30), 7 x 48 (29), 12 x 32 (30),
-// 12 x 16 (16; more rows run out of general registers for the row pointers).
+// row + a gather must fit 32 zmm: 5 x 64 (30), 7 x 48 (29), 12 x 32 (30), 12 x 16 (16;
+// more rows run out of general registers for the row pointers).
 namespace qlib {
 namespace kernels {
 namespace avx512vnni_sparse_detail {
 
-// One step of the tile: acc[r][v] += gather(A row r) . values.
-template <int MR, int NV, bool Flip, class LoadA>
-QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void nm_step(__m512i (&acc)[MR][NV], const LoadA& load_a,
-                                                        const std::int8_t* step) {
+// One step of the tile at window offset `offset` (bytes): acc[r][v] += gather(row r) . values.
+template <int MR, int NV>
+QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void nm_step(__m512i (&acc)[MR][NV], const std::uint8_t* const* row,
+                                                        index_t offset, const std::int8_t* step) {
   __m512i wv[NV], iv[NV];
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) {
@@ -40,8 +42,7 @@ QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void nm_step(__m512i (&acc)[MR][NV], 
   }
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
-    __m512i av = load_a(r);
-    if (Flip) av = _mm512_xor_si512(av, _mm512_set1_epi8(static_cast<char>(0x80)));
+    const __m512i av = _mm512_loadu_si512(row[r] + offset);
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], _mm512_shuffle_epi8(av, iv[v]), wv[v]);
@@ -50,28 +51,41 @@ QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void nm_step(__m512i (&acc)[MR][NV], 
   }
 }
 
-// Row r's 16 bytes at `offset`, in all four 128-bit lanes.
-struct full_window {
-  const std::uint8_t* const* row;
-  index_t offset;
-  QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE __m512i operator()(int r) const {
-    return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row[r] + offset)));
-  }
-};
-// The last, partial window: only its k < K bytes are read (masked load).
-struct tail_window {
-  const std::uint8_t* const* row;
-  index_t offset;
-  __mmask16 mask;
-  QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE __m512i operator()(int r) const {
-    return _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(mask, row[r] + offset));
-  }
-};
+// The bytes of one copied row: W windows and the 3 wrap windows.
+inline index_t nm_row_bytes(index_t k) noexcept {
+  return (gemm::round_up(k, prune::nm_window) / prune::nm_window + 3) * prune::nm_window;
+}
 
-// S = init + A[0:MR, 0:k] x the first 16 * NV columns of the panel, columns [0, cols)
-// stored to c (row stride ldc).
-template <int MR, int NV, bool Flip>
-QLIB_TARGET_AVX512_VNNI __attribute__((noinline)) void nm_tile(index_t k, int dwords, const std::uint8_t* a,
+// Copies rows [0, rows) of A (uint8, or int8 XORed to uint8 when Flip) into `out`, row
+// stride nm_row_bytes(k): the K bytes, zeros up to the last window's end, then windows
+// 0, 1, 2 (mod W) again, so that a 64-byte load at any window t < W is in the row.
+template <bool Flip>
+QLIB_TARGET_AVX512_VNNI void nm_copy_rows(const std::uint8_t* a, index_t lda, index_t rows, index_t k,
+                                          std::uint8_t* out) {
+  const index_t windows = gemm::round_up(k, prune::nm_window) / prune::nm_window;
+  const index_t padded = windows * prune::nm_window, stride = nm_row_bytes(k);
+  const __m512i flip = _mm512_set1_epi8(Flip ? static_cast<char>(0x80) : 0);
+  for (index_t r = 0; r < rows; ++r) {
+    const std::uint8_t* src = a + r * lda;
+    std::uint8_t* dst = out + r * stride;
+    index_t i = 0;
+    for (; i + 64 <= k; i += 64) _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), flip));
+    if (i < padded) {  // the last bytes of K, zeros up to the window's end
+      const __mmask64 in_k = k - i >= 64 ? ~__mmask64(0) : (__mmask64(1) << (k - i)) - 1;
+      const __mmask64 in_row = padded - i >= 64 ? ~__mmask64(0) : (__mmask64(1) << (padded - i)) - 1;
+      const __m512i bytes = _mm512_xor_si512(_mm512_maskz_loadu_epi8(in_k, src + i), flip);
+      _mm512_mask_storeu_epi8(dst + i, in_row, _mm512_maskz_mov_epi8(in_k, bytes));
+    }
+    for (index_t w = windows; w < windows + 3; ++w)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + w * prune::nm_window),
+                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(dst + (w % windows) * prune::nm_window)));
+  }
+}
+
+// S = init + rows[0:MR] (copied by nm_copy_rows, row stride lda) x the first 16 * NV
+// columns of the panel, columns [0, cols) stored to c (row stride ldc).
+template <int MR, int NV>
+QLIB_TARGET_AVX512_VNNI __attribute__((noinline)) void nm_tile(index_t windows, int dwords, const std::uint8_t* a,
                                                                index_t lda, const std::int8_t* panel,
                                                                const std::int32_t* init, std::int32_t* c, index_t ldc,
                                                                index_t cols) {
@@ -84,25 +98,16 @@ QLIB_TARGET_AVX512_VNNI __attribute__((noinline)) void nm_tile(index_t k, int dw
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) row[r] = a + r * lda;
 
-  const index_t full = k / prune::nm_window;
-  const index_t step_bytes_per_window = dwords * prune::nm_step_bytes;
-  if (const index_t tail = k - full * prune::nm_window) {  // first, so the loop ends the tile
-    const tail_window load{row, full * prune::nm_window, static_cast<__mmask16>((1u << tail) - 1)};
-    const std::int8_t* step = panel + full * step_bytes_per_window;
-    for (int d = 0; d < dwords; ++d, step += prune::nm_step_bytes) nm_step<MR, NV, Flip>(acc, load, step);
-  }
   const std::int8_t* step = panel;
   if (dwords == 2) {  // 2:4, 4:8, 1:2: the common case with a fixed inner count
-    for (index_t w = 0; w < full; ++w, step += 2 * prune::nm_step_bytes) {
-      const full_window load{row, w * prune::nm_window};
-      nm_step<MR, NV, Flip>(acc, load, step);
-      nm_step<MR, NV, Flip>(acc, load, step + prune::nm_step_bytes);
+    for (index_t t = 0; t < windows; ++t, step += 2 * prune::nm_step_bytes) {
+      nm_step<MR, NV>(acc, row, t * prune::nm_window, step);
+      nm_step<MR, NV>(acc, row, t * prune::nm_window, step + prune::nm_step_bytes);
     }
   } else {
-    for (index_t w = 0; w < full; ++w) {
-      const full_window load{row, w * prune::nm_window};
-      for (int d = 0; d < dwords; ++d, step += prune::nm_step_bytes) nm_step<MR, NV, Flip>(acc, load, step);
-    }
+    for (index_t t = 0; t < windows; ++t)
+      for (int d = 0; d < dwords; ++d, step += prune::nm_step_bytes)
+        nm_step<MR, NV>(acc, row, t * prune::nm_window, step);
   }
 
 #pragma GCC unroll 12
@@ -120,23 +125,23 @@ QLIB_TARGET_AVX512_VNNI __attribute__((noinline)) void nm_tile(index_t k, int dw
 template <int NV>
 constexpr int nm_rows = NV == 4 ? 5 : NV == 3 ? 7 : 12;
 
-template <int NV, bool Flip, int MR = nm_rows<NV>>
-QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void run_nm_tile(index_t mr, index_t k, int dwords, const std::uint8_t* a,
+template <int NV, int MR = nm_rows<NV>>
+QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void run_nm_tile(index_t mr, index_t windows, int dwords, const std::uint8_t* a,
                                                             index_t lda, const std::int8_t* panel,
                                                             const std::int32_t* init, std::int32_t* c, index_t ldc,
                                                             index_t cols) {
   if constexpr (MR > 1) {
-    if (mr != MR) return run_nm_tile<NV, Flip, avx512vnni_detail::next_narrow_rows(MR)>(mr, k, dwords, a, lda, panel, init, c, ldc, cols);
+    if (mr != MR) return run_nm_tile<NV, avx512vnni_detail::next_narrow_rows(MR)>(mr, windows, dwords, a, lda, panel, init, c, ldc, cols);
   }
   QLIB_ASSERT(mr == MR);
-  nm_tile<MR, NV, Flip>(k, dwords, a, lda, panel, init, c, ldc, cols);
+  nm_tile<MR, NV>(windows, dwords, a, lda, panel, init, c, ldc, cols);
 }
 
 // A panel with at most 16 * NV real columns. Rows go in tiles of mr; a partial last tile
 // runs as a whole tile ending at row m (it recomputes rows of the one before with the
 // same sums; a pipeline gets only the new rows), as the dense narrow tiles do.
-template <int NV, bool Flip, class Output>
-QLIB_TARGET_AVX512_VNNI void run_nm_panel(index_t m, index_t k, int dwords, const std::uint8_t* a, index_t lda,
+template <int NV, class Output>
+QLIB_TARGET_AVX512_VNNI void run_nm_panel(index_t m, index_t windows, int dwords, const std::uint8_t* a, index_t lda,
                                           const std::int8_t* panel, const std::int32_t* init, index_t cols,
                                           std::int32_t* tile_buffer, Output& out) {
   index_t mr = nm_rows<NV>;
@@ -144,9 +149,9 @@ QLIB_TARGET_AVX512_VNNI void run_nm_panel(index_t m, index_t k, int dwords, cons
   for (index_t r = 0; r < m; r += mr) {
     const index_t r0 = std::min(r, m - mr);
     if constexpr (is_direct_output<Output>::value) {
-      run_nm_tile<NV, Flip>(mr, k, dwords, a + r0 * lda, lda, panel, init, out.c + r0 * out.ldc, out.ldc, cols);
+      run_nm_tile<NV>(mr, windows, dwords, a + r0 * lda, lda, panel, init, out.c + r0 * out.ldc, out.ldc, cols);
     } else {
-      run_nm_tile<NV, Flip>(mr, k, dwords, a + r0 * lda, lda, panel, init, tile_buffer, gemm::panel_width, 16 * NV);
+      run_nm_tile<NV>(mr, windows, dwords, a + r0 * lda, lda, panel, init, tile_buffer, gemm::panel_width, 16 * NV);
       const index_t skip = r - r0;
       out(r, mr - skip, static_cast<const std::int32_t*>(tile_buffer + skip * gemm::panel_width));
     }
@@ -161,20 +166,27 @@ struct avx512vnni_sparse_nm_kernel {
   static constexpr std::int32_t activation_offset() noexcept {
     return std::is_signed<Act>::value ? 128 : 0;
   }
-  template <class Act, class W, class Output>
-  static void run_panel(index_t m, index_t k, const Act* a, index_t lda, const W& w, index_t p,
+  // The driver copies each row block with copy_rows into a buffer of
+  // rows * copied_row_bytes(k) bytes and passes that to run_panel (as uint8 rows).
+  static index_t copied_row_bytes(index_t k) noexcept { return avx512vnni_sparse_detail::nm_row_bytes(k); }
+  template <class Act>
+  static void copy_rows(const Act* a, index_t lda, index_t rows, index_t k, std::uint8_t* out) {
+    avx512vnni_sparse_detail::nm_copy_rows<std::is_signed<Act>::value>(reinterpret_cast<const std::uint8_t*>(a), lda,
+                                                                      rows, k, out);
+  }
+  template <class W, class Output>
+  static void run_panel(index_t m, index_t, const std::uint8_t* rows, index_t ld, const W& w, index_t p,
                         const std::int32_t* column_init, Output& out) {
     alignas(64) std::int32_t tile[12 * gemm::panel_width];
-    const auto* bytes = reinterpret_cast<const std::uint8_t*>(a);
-    constexpr bool flip = std::is_signed<Act>::value;
     const index_t cols = avx512vnni_detail::output_columns(out);
+    const index_t windows = w.window_count();
     const int dwords = w.dwords_per_window();
     const std::int8_t* panel = w.panel(p);
     using namespace avx512vnni_sparse_detail;
-    if (cols <= 16) return run_nm_panel<1, flip>(m, k, dwords, bytes, lda, panel, column_init, cols, tile, out);
-    if (cols <= 32) return run_nm_panel<2, flip>(m, k, dwords, bytes, lda, panel, column_init, cols, tile, out);
-    if (cols <= 48) return run_nm_panel<3, flip>(m, k, dwords, bytes, lda, panel, column_init, cols, tile, out);
-    return run_nm_panel<4, flip>(m, k, dwords, bytes, lda, panel, column_init, cols, tile, out);
+    if (cols <= 16) return run_nm_panel<1>(m, windows, dwords, rows, ld, panel, column_init, cols, tile, out);
+    if (cols <= 32) return run_nm_panel<2>(m, windows, dwords, rows, ld, panel, column_init, cols, tile, out);
+    if (cols <= 48) return run_nm_panel<3>(m, windows, dwords, rows, ld, panel, column_init, cols, tile, out);
+    return run_nm_panel<4>(m, windows, dwords, rows, ld, panel, column_init, cols, tile, out);
   }
 };
 

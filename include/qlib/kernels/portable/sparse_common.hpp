@@ -126,11 +126,19 @@ void validate_sparse_gemm(const char* who, tensor_view<const Act, 2> a, const ge
   gemm::check_pipeline_int32_range(pipeline, bound);
 }
 
+// Kernels that read A in their own row layout (copied_row_bytes, copy_rows) get each
+// row block copied once, before its panels; the others read A where it is.
+template <class Kernel, class = void>
+struct copies_rows : std::false_type {};
+template <class Kernel>
+struct copies_rows<Kernel, std::void_t<decltype(Kernel::copied_row_bytes(index_t{}))>> : std::true_type {};
+
 // Rows [r_begin, r_end) x panels [p_begin, p_end) of C, as gemm::detail::gemm_part but
 // the kernel gets the whole weight object and the panel index:
 //   Kernel::run_panel(m, k, a, lda, w, panel, column_init, out)
 // with the contract of kernels/portable/gemm_panel.hpp otherwise (64-column panels,
-// column_init 64-byte aligned, out a direct_int32_output or a tile epilogue).
+// column_init 64-byte aligned, out a direct_int32_output or a tile epilogue); a kernel
+// with copies_rows gets the copied rows and their stride as a and lda.
 template <class Kernel, class Tag, class Act, class W, class Pipeline, class Out>
 void sparse_gemm_part(Tag tag, tensor_view<const Act, 2> a, std::int32_t za, const W& w, const Pipeline& pipeline,
                       tensor_view<Out, 2> c, index_t r_begin, index_t r_end, index_t p_begin, index_t p_end) {
@@ -141,10 +149,22 @@ void sparse_gemm_part(Tag tag, tensor_view<const Act, 2> a, std::int32_t za, con
   const index_t mc = gemm::detail::row_block_rows(k);
   std::int32_t row_sum[gemm::detail::max_row_block];
   alignas(64) std::int32_t column_offset[pw];
+  std::vector<std::uint8_t> copied;  // the row block in the kernel's layout (copies_rows)
   for (index_t r0 = r_begin; r0 < r_end; r0 += mc) {
     const index_t rows = std::min(mc, r_end - r0);
     const Act* a_block = a.data() + r0 * lda;
     if (need_row_sums) gemm::detail::centered_row_sums(a_block, lda, rows, k, za, row_sum);
+    auto run_panel = [&](index_t p, auto& out) {
+      if constexpr (copies_rows<Kernel>::value) {
+        Kernel::run_panel(rows, k, copied.data(), Kernel::copied_row_bytes(k), w, p, column_offset, out);
+      } else {
+        Kernel::run_panel(rows, k, a_block, lda, w, p, column_offset, out);
+      }
+    };
+    if constexpr (copies_rows<Kernel>::value) {
+      copied.resize(static_cast<std::size_t>(rows * Kernel::copied_row_bytes(k)));
+      Kernel::copy_rows(a_block, lda, rows, k, copied.data());
+    }
     for (index_t p = p_begin; p < p_end; ++p) {
       const index_t col0 = p * pw, cols = std::min(pw, n - col0);
       for (index_t j = 0; j < pw; ++j)
@@ -157,14 +177,14 @@ void sparse_gemm_part(Tag tag, tensor_view<const Act, 2> a, std::int32_t za, con
                               col0);
         };
         gemm::detail::tile_epilogue<decltype(store)> epilogue{cols, store};
-        Kernel::run_panel(rows, k, a_block, lda, w, p, column_offset, epilogue);
+        run_panel(p, epilogue);
       };
       if (need_row_sums) {
         const gemm::weight_zero_point_correction correction{row_sum, r0, w.zero_points().data(), w.per_channel()};
         run_pipeline(std::tuple_cat(std::make_tuple(correction), pipeline));
       } else if constexpr (std::tuple_size<Pipeline>::value == 0) {
         kernels::direct_int32_output out{c_block, ldc, cols};
-        Kernel::run_panel(rows, k, a_block, lda, w, p, column_offset, out);
+        run_panel(p, out);
       } else {
         run_pipeline(pipeline);
       }
