@@ -6,7 +6,9 @@
 //            --metric kl|mse (sensitivity metric, default kl)  --budgets A,B,...  --out DIR (writes the table as CSV)
 //            --quick  (200 calibration images, 500 test images: the CI smoke test)
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -35,6 +37,30 @@ struct options {
   std::vector<double> budgets{8, 6, 5, 4, 3, 2.5};
 };
 
+[[noreturn]] void bad_value(const char* option, const std::string& value, const char* expected) {
+  std::fprintf(stderr, "%s: '%s' is not %s\n", option, value.c_str(), expected);
+  std::exit(2);
+}
+
+// A whole-string integer in [lo, hi], else a message and exit.
+long parse_integer(const char* option, const std::string& v, long lo, long hi, const char* expected) {
+  char* end = nullptr;
+  errno = 0;
+  const long x = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno == ERANGE || x < lo || x > hi) bad_value(option, v, expected);
+  return x;
+}
+
+// A whole-string finite number in [lo, hi], else a message and exit.
+double parse_number(const char* option, const std::string& v, double lo, double hi, const char* expected) {
+  char* end = nullptr;
+  errno = 0;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(x) || x < lo || x > hi)
+    bad_value(option, v, expected);
+  return x;
+}
+
 options parse(int argc, char** argv) {
   options o;
   bool calibration_given = false;
@@ -46,7 +72,7 @@ options parse(int argc, char** argv) {
     else if (a == "--out") o.out = next();
     else if (a == "--quick") o.quick = true;
     else if (a == "--calibration") {
-      o.calibration = std::atol(next().c_str());
+      o.calibration = parse_integer("--calibration", next(), 1, 60000, "a number of training images in [1, 60000]");
       calibration_given = true;
     } else if (a == "--metric") {
       const std::string m = next();
@@ -59,7 +85,9 @@ options parse(int argc, char** argv) {
       o.budgets.clear();
       std::stringstream ss(next());
       std::string item;
-      while (std::getline(ss, item, ',')) o.budgets.push_back(std::strtod(item.c_str(), nullptr));
+      while (std::getline(ss, item, ','))
+        o.budgets.push_back(parse_number("--budgets", item, 2.0, 8.0, "an average bit width in [2, 8]"));
+      if (o.budgets.empty()) bad_value("--budgets", "", "a list of average bit widths in [2, 8]");
     } else {
       std::fprintf(stderr, "unknown option %s (see the comment at the top of examples/bit_width_search.cpp)\n",
                    a.c_str());
@@ -79,7 +107,7 @@ struct row {
 
 std::string bits_string(const qlib::nn::bit_width_plan& p) {
   std::string s;
-  for (int b : p.weight_bits()) s += (s.empty() ? "" : " ") + std::to_string(b);
+  for (int b : p.bits_per_layer()) s += (s.empty() ? "" : " ") + std::to_string(b);
   return s;
 }
 
@@ -115,33 +143,35 @@ int main(int argc, char** argv) {
     std::printf("\n");
   }
 
-  // 2. Plans per budget, and uniform widths of the same size.
-  auto int8_accuracy = [&](const std::vector<int>& bits) {
-    qlib::nn::static_quantization_options qo;  // as examples/fashion_mnist.cpp, with per-layer weight bits
-    qo.weight_bits = bits;
-    qlib::nn::static_quantizer<qlib::histogram_observer> q(model, qo);
+  // 2. Plans per budget, and uniform widths of the same size. The float model's outputs on
+  // the calibration and test images are computed once (plan_evaluator).
+  const qlib::nn::plan_evaluator on_calib(model, calib), on_test(model, test.images.cview(), test.label_view());
+  auto int8_accuracy = [&](const qlib::nn::bit_width_plan& p) {
+    // as examples/fashion_mnist.cpp, with the plan's per-layer weight bits
+    qlib::nn::static_quantizer<qlib::histogram_observer> q(model, p.quantization_options());
     for (index_t b0 = 0; b0 < calib.shape(0); b0 += 100)
       q.observe(calib.slice(0, b0, std::min(calib.shape(0), b0 + 100)));
     return fm::test_accuracy(q.convert(), test);
   };
   auto measure = [&](const std::string& budget, const std::string& method, const qlib::nn::bit_width_plan& p) {
     row w{budget, method, bits_string(p), p.average_bits(), p.predicted, 0, 0, 0, p.size_bytes()};
-    w.measured = qlib::nn::evaluate_bit_widths(model, p, calib).measured;
-    w.weight_acc = qlib::nn::evaluate_bit_widths(model, p, test.images.cview(), test.label_view()).accuracy;
-    w.int8_acc = int8_accuracy(p.weight_bits());
+    w.measured = on_calib(p).measured;
+    w.weight_acc = on_test(p).accuracy;
+    w.int8_acc = int8_accuracy(p);
     return w;
   };
   std::vector<row> rows;
-  for (double b : o.budgets) {
+  for (double b : o.budgets) {  // each in [2, 8] (parse)
     char name[32];
     std::snprintf(name, sizeof name, "%g", b);
     const qlib::nn::bit_width_plan p = qlib::nn::choose_bit_widths(r, qlib::nn::size_budget::average_bits(b));
     rows.push_back(measure(name, "search", p));
-    if (std::find(r.bits.begin(), r.bits.end(), static_cast<int>(b)) != r.bits.end() && static_cast<int>(b) == b)
-      rows.push_back(measure(name, "uniform", qlib::nn::uniform_bit_widths(r, static_cast<int>(b))));
+    const int whole = static_cast<int>(b);
+    if (whole == b && std::find(r.bits.begin(), r.bits.end(), whole) != r.bits.end())
+      rows.push_back(measure(name, "uniform", qlib::nn::uniform_bit_widths(r, whole)));
   }
 
-  const double float_acc = fm::test_accuracy(qlib::nn::fold_batch_norms(model), test);
+  const double float_acc = on_test.float_accuracy();
   std::printf("\nfloat model: test accuracy %.2f%%; weight bytes = weights packed at their bit widths + fp32 scales "
               "per channel\n\n",
               100 * float_acc);

@@ -116,6 +116,22 @@ TEST_CASE("multiple-choice knapsack: tight budgets, large sizes, bad input", "[b
       nn::solve_multiple_choice_knapsack({{big, 2 * big}, {3, big + 7}}, {{1.0, 0.0}, {1.0, 0.5}}, 2 * big + 3);
   CHECK(s.choice == std::vector<std::size_t>{1, 0});
 
+  // The state limit: group g offers sizes {0, 2^g} with costs {0, -2^g}, so every subset
+  // is on the frontier and it doubles each group (2^12 states after 12 groups).
+  std::vector<std::vector<std::int64_t>> dbl_size;
+  std::vector<std::vector<double>> dbl_cost;
+  for (int g = 0; g < 12; ++g) {
+    dbl_size.push_back({0, std::int64_t{1} << g});
+    dbl_cost.push_back({0.0, -static_cast<double>(1 << g)});
+  }
+  const nn::knapsack_solution all = nn::solve_multiple_choice_knapsack(dbl_size, dbl_cost, 4095);
+  CHECK(all.size == 4095);
+  CHECK(all.cost == -4095.0);
+  CHECK(nn::solve_multiple_choice_knapsack(dbl_size, dbl_cost, 4095, 16384).size == 4095);
+  // Kept 2^g - 1 + 2^(g-1) ... : the check before group 11 needs 4095 + 2 * 2 * 2048 = 12287.
+  CHECK(nn::solve_multiple_choice_knapsack(dbl_size, dbl_cost, 4095, 12287).size == 4095);
+  QLIB_REQUIRE_ERROR(nn::solve_multiple_choice_knapsack(dbl_size, dbl_cost, 4095, 12286), errc::overflow);
+  QLIB_REQUIRE_ERROR(nn::solve_multiple_choice_knapsack(dbl_size, dbl_cost, 4095, 1000), errc::overflow);
   QLIB_REQUIRE_ERROR(nn::solve_multiple_choice_knapsack(size, cost, 221), errc::invalid_argument);
   QLIB_REQUIRE_ERROR(nn::solve_multiple_choice_knapsack({}, {}, 10), errc::empty_tensor);
   QLIB_REQUIRE_ERROR(nn::solve_multiple_choice_knapsack({{1}, {}}, {{1.0}, {}}, 10), errc::empty_tensor);
@@ -156,9 +172,9 @@ TEST_CASE("sensitivities of a small CNN fall with the bit width; the plan fits i
     }
     // Every layer at 8 bits when the budget allows it; the smallest model at the minimum.
     const nn::bit_width_plan p8 = nn::choose_bit_widths(r, nn::size_budget::average_bits(8.0));
-    CHECK(p8.weight_bits() == std::vector<int>{8, 8, 8});
+    CHECK(p8.bits_per_layer() == std::vector<int>{8, 8, 8});
     const nn::bit_width_plan p2 = nn::choose_bit_widths(r, nn::size_budget::average_bits(2.0));
-    CHECK(p2.weight_bits() == std::vector<int>{2, 2, 2});
+    CHECK(p2.bits_per_layer() == std::vector<int>{2, 2, 2});
     CHECK(p2.size_bits == p2.budget_bits);
     CHECK(p2.size_bits == nn::uniform_bit_widths(r, 2).size_bits);
     QLIB_REQUIRE_ERROR(nn::choose_bit_widths(r, nn::size_budget::total_bits(p2.size_bits - 1)), errc::invalid_argument);
@@ -183,50 +199,87 @@ TEST_CASE("sensitivities of a small CNN fall with the bit width; the plan fits i
   }
 }
 
+namespace {
+// An int8 layer's weight codes dequantized (codes minus zero point, times scale).
+tensor<float, 2> bws_dequantized(const nn::quantized_weights& w) {
+  tensor<float, 2> d(w.values.shape());
+  dequantize(w.values.cview(), d.view(), w.params);
+  return d;
+}
+}  // namespace
+
 TEST_CASE("the plan's int8 model: per-layer codes in range, exactly the search's weights", "[bit_width_search]") {
   rng().seed(11);
   const nn::sequential m = bws_model();
   const tensor<float, 4> x = bws_batch(24);
-  const nn::sensitivity_report r = nn::measure_sensitivity(m, x.cview());
-  nn::bit_width_plan plan = nn::choose_bit_widths(r, nn::size_budget::average_bits(4.0));
-  plan.layers[0].bits = 3, plan.layers[1].bits = 5, plan.layers[2].bits = 2;  // every layer different
-  const nn::sequential fq = nn::apply_bit_widths(m, plan);
+  struct wcase {
+    affine_scheme<std::int8_t> scheme;
+    bool per_channel;
+  };
+  for (const wcase v : {wcase{schemes::s8_symmetric, true}, wcase{schemes::s8_symmetric, false},
+                        wcase{schemes::s8_symmetric_full, true}, wcase{schemes::s8_symmetric_full, false}}) {
+    INFO((v.scheme.range == int_range::full ? "full range" : "restricted range")
+         << (v.per_channel ? ", per channel" : ", per tensor"));
+    nn::bit_width_search_options so;
+    so.weight_scheme = v.scheme;
+    so.per_channel_weights = v.per_channel;
+    const nn::sensitivity_report r = nn::measure_sensitivity(m, x.cview(), so);
+    CHECK(r.layers[0].scales == (v.per_channel ? 4 : 1));
+    nn::bit_width_plan plan = nn::choose_bit_widths(r, nn::size_budget::average_bits(4.0));
+    CHECK(plan.per_channel_weights == v.per_channel);
+    CHECK(plan.weight_scheme.range == v.scheme.range);
+    plan.layers[0].bits = 3, plan.layers[1].bits = 5, plan.layers[2].bits = 2;  // every layer different
+    const nn::sequential fq = nn::apply_bit_widths(m, plan);
+    std::vector<std::size_t> weighted;  // the conv2d / linear layers of the folded model
+    for (std::size_t i = 0; i < fq.size(); ++i)
+      if (nn::has_weight_matrix(fq[i])) weighted.push_back(i);
+    REQUIRE(weighted.size() == 3);
 
-  nn::static_quantization_options opt;
-  opt.weight_bits = plan.weight_bits();
-  nn::static_quantizer<minmax_observer> q(m, opt, minmax_observer(granularity::per_tensor()));
-  q.observe(x.cview());
-  const nn::quantized_sequential int8 = q.convert();
-  std::size_t k = 0;
-  for (const nn::qlayer& l : int8.layers) {
-    const nn::quantized_weights* w = nullptr;
-    if (auto* c = std::get_if<nn::qconv2d>(&l)) w = &c->w;
-    if (auto* f = std::get_if<nn::qlinear>(&l)) w = &f->w;
-    if (!w) continue;
-    const int bits = plan.layers[k].bits;
-    INFO("layer " << k << " at " << bits << " bits");
-    const int qmax = (1 << (bits - 1)) - 1;
-    CHECK(w->params.qmin == -qmax);
-    CHECK(w->params.qmax == qmax);
-    int lo = 0, hi = 0;
-    for (std::int8_t v : w->values) lo = std::min<int>(lo, v), hi = std::max<int>(hi, v);
-    CHECK(lo >= -qmax);
-    CHECK(hi <= qmax);
-    CHECK((lo == -qmax || hi == qmax));  // the range is used: amax maps to an end code
-    // codes * scale == the search's fake-quantized float weights, bit for bit
-    const std::size_t folded_index[] = {0, 4, 6};  // conv, linear, linear once the batch norm is folded
-    const nn::layer& fl = fq[folded_index[k]];
-    const float* fw = std::holds_alternative<nn::conv2d>(fl) ? std::get<nn::conv2d>(fl).weight.data()
-                                                              : std::get<nn::linear>(fl).weight.data();
-    bool same = true;
-    for (index_t o = 0; o < w->out_channels(); ++o)
-      for (index_t j = 0; j < w->k(); ++j)
-        same = same && same_bits(static_cast<float>(w->values(o, j)) * w->scale(o), fw[o * w->k() + j]);
-    CHECK(same);
-    ++k;
+    // Options that differ from the plan's are refused; matching ones build its int8 model.
+    nn::static_quantization_options base;
+    base.weight_scheme = v.scheme;
+    base.per_channel_weights = !v.per_channel;
+    QLIB_REQUIRE_ERROR(plan.quantization_options(base), errc::invalid_argument);
+    base.per_channel_weights = v.per_channel;
+    base.weight_scheme.range = v.scheme.range == int_range::full ? int_range::restricted : int_range::full;
+    QLIB_REQUIRE_ERROR(plan.quantization_options(base), errc::invalid_argument);
+    base.weight_scheme = v.scheme;
+    const nn::static_quantization_options qo = plan.quantization_options(base);
+    CHECK(qo.weight_bits == std::vector<int>{3, 5, 2});
+    nn::static_quantizer<minmax_observer> q(m, qo, minmax_observer(granularity::per_tensor()));
+    q.observe(x.cview());
+    const nn::quantized_sequential int8 = q.convert();
+    std::size_t k = 0;
+    for (const nn::qlayer& l : int8.layers) {
+      const nn::quantized_weights* w = nullptr;
+      if (auto* c = std::get_if<nn::qconv2d>(&l)) w = &c->w;
+      if (auto* f = std::get_if<nn::qlinear>(&l)) w = &f->w;
+      if (!w) continue;
+      REQUIRE(k < 3);
+      const int bits = plan.layers[k].bits;
+      INFO("layer " << k << " at " << bits << " bits");
+      const int qmax = (1 << (bits - 1)) - 1, qmin = v.scheme.range == int_range::full ? -qmax - 1 : -qmax;
+      CHECK(w->params.qmin == qmin);
+      CHECK(w->params.qmax == qmax);
+      CHECK(w->params.size() == (v.per_channel ? w->out_channels() : 1));
+      int lo = 0, hi = 0;
+      for (std::int8_t c : w->values) lo = std::min<int>(lo, c), hi = std::max<int>(hi, c);
+      CHECK(lo >= qmin);
+      CHECK(hi <= qmax);
+      CHECK((lo <= -qmax || hi == qmax));  // the range is used: amax maps to an end code
+      // The int8 codes dequantized == the search's fake-quantized float weights, bit for bit.
+      const tensor<float, 2> d = bws_dequantized(*w);
+      const tensor_view<const float, 2> fw = nn::weight_matrix(fq[weighted[k]]);
+      REQUIRE(fw.shape() == d.shape());
+      bool same = true;
+      for (index_t o = 0; o < d.shape(0); ++o)
+        for (index_t j = 0; j < d.shape(1); ++j) same = same && same_bits(d(o, j), fw(o, j));
+      CHECK(same);
+      ++k;
+    }
+    CHECK(k == 3);
+    CHECK(int8.forward(x.cview()).shape() == extents<4>{24, 1, 1, 5});
   }
-  CHECK(k == 3);
-  CHECK(int8.forward(x.cview()).shape() == extents<4>{24, 1, 1, 5});
 
   // weight_bits all 8 == the default conversion, bit for bit.
   nn::static_quantization_options opt8;
@@ -236,23 +289,156 @@ TEST_CASE("the plan's int8 model: per-layer codes in range, exactly the search's
   q8.observe(x.cview()), qd.observe(x.cview());
   const tensor<float, 4> y8 = q8.convert().forward(x.cview()), yd = qd.convert().forward(x.cview());
   CHECK(std::equal(y8.begin(), y8.end(), yd.begin(), [](float a, float b) { return same_bits(a, b); }));
+}
 
-  // Joint evaluation: uniform 8 bits barely moves the outputs, the mixed plan more.
-  std::vector<std::int32_t> labels(24);
-  for (auto& l : labels) l = rand_int(0, 4);
-  const tensor_view<const std::int32_t, 1> lv(labels.data(), {24});
-  const nn::plan_evaluation e8 = nn::evaluate_bit_widths(m, nn::uniform_bit_widths(r, 8), x.cview(), lv);
-  const nn::plan_evaluation e = nn::evaluate_bit_widths(m, plan, x.cview(), lv);
-  CHECK(e8.measured < e.measured);
-  CHECK(e.accuracy >= 0.0);
-  CHECK(e.float_accuracy == e8.float_accuracy);
+TEST_CASE("plan evaluation: the joint metric and accuracies against independent computations", "[bit_width_search]") {
+  rng().seed(13);
+  const nn::sequential m = bws_model();
+  const tensor<float, 4> x = bws_batch(40);
+  const nn::sensitivity_report r = nn::measure_sensitivity(m, x.cview());
+  nn::bit_width_plan plan = nn::uniform_bit_widths(r, 4);
+  plan.layers[0].bits = 2, plan.layers[2].bits = 3;
+  // Labels: the float model's own argmax for half the samples, random for the rest, so the
+  // accuracies are neither 0 nor 1 by construction.
+  const nn::sequential folded = nn::fold_batch_norms(m);
+  const tensor<float, 4> ref = folded.forward(x.cview()), out = nn::apply_bit_widths(m, plan).forward(x.cview());
+  auto argmax = [](const tensor<float, 4>& y, index_t i) {
+    index_t best = 0;
+    for (index_t j = 1; j < y.shape(3); ++j)
+      if (y(i, 0, 0, j) > y(i, 0, 0, best)) best = j;
+    return best;
+  };
+  std::vector<std::int32_t> labels(40);
+  for (index_t i = 0; i < 40; ++i)
+    labels[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % 2 == 0 ? argmax(ref, i) : rand_int(0, 4));
+  index_t right_q = 0, right_f = 0;
+  for (index_t i = 0; i < 40; ++i) {
+    right_q += argmax(out, i) == labels[static_cast<std::size_t>(i)];
+    right_f += argmax(ref, i) == labels[static_cast<std::size_t>(i)];
+  }
+  const tensor_view<const std::int32_t, 1> lv(labels.data(), {40});
+  const nn::plan_evaluator ev(m, x.cview(), lv);
+  const nn::plan_evaluation e = ev(plan);
+  CHECK(e.accuracy == static_cast<double>(right_q) / 40.0);
+  CHECK(e.float_accuracy == static_cast<double>(right_f) / 40.0);
+  CHECK(ev.float_accuracy() == e.float_accuracy);
+  CHECK(e.measured == nn::output_distance(ref.cview(), out.cview(), plan.metric));
+  CHECK(e.measured > 0.0);
+  const nn::plan_evaluation once = nn::evaluate_bit_widths(m, plan, x.cview(), lv);
+  CHECK(once.measured == e.measured);
+  CHECK(once.accuracy == e.accuracy);
   CHECK(nn::evaluate_bit_widths(m, plan, x.cview()).accuracy == -1.0);
+  CHECK(nn::plan_evaluator(m, x.cview()).float_accuracy() == -1.0);
+  // Uniform 8 bits barely moves the outputs, the mixed plan more.
+  CHECK(ev(nn::uniform_bit_widths(r, 8)).measured < e.measured);
+  // Labels outside the model's classes are refused, not counted as wrong.
+  labels[3] = 5;
+  QLIB_REQUIRE_ERROR(nn::plan_evaluator(m, x.cview(), lv), errc::out_of_range);
+  labels[3] = -1;
+  QLIB_REQUIRE_ERROR(nn::evaluate_bit_widths(m, plan, x.cview(), lv), errc::out_of_range);
+
   // A single-layer plan's joint measure is its own sensitivity.
   nn::sequential one_m{nn::flatten{}, nn::linear(64, 5)};
   for (float& v : std::get<nn::linear>(one_m[1]).weight) v = rand_float(-0.2f, 0.2f);
   const nn::sensitivity_report r1 = nn::measure_sensitivity(one_m, x.cview());
   const nn::bit_width_plan p1 = nn::uniform_bit_widths(r1, 3);
   CHECK(nn::evaluate_bit_widths(one_m, p1, x.cview()).measured == p1.predicted);
+}
+
+TEST_CASE("sensitivities from cached layer inputs equal direct one-layer-quantized forwards", "[bit_width_search]") {
+  rng().seed(17);
+  // conv + BN + ReLU6 + pool, conv + ReLU, flatten, linear: the inputs of the second conv and
+  // of the linear come from the cache, the ReLU6/ReLU fused after each conv.
+  nn::sequential m{nn::conv2d(2, 4, nn::conv2d_options::square(3)), nn::batch_norm2d(4), nn::relu6{},
+                   nn::max_pool2d::square(2), nn::conv2d(4, 3, nn::conv2d_options::square(2)), nn::relu{},
+                   nn::flatten{}, nn::linear(27, 6)};
+  for (std::size_t i : {std::size_t{0}, std::size_t{4}}) {
+    auto& c = std::get<nn::conv2d>(m[i]);
+    for (float& v : c.weight) v = rand_float(-0.7f, 0.7f);
+    for (float& v : c.bias) v = rand_float(-0.2f, 0.2f);
+  }
+  auto& bn = std::get<nn::batch_norm2d>(m[1]);
+  for (index_t c = 0; c < 4; ++c) {
+    bn.weight(c) = rand_float(0.5f, 2.0f), bn.bias(c) = rand_float(-0.3f, 0.3f);
+    bn.running_mean(c) = rand_float(-0.3f, 0.3f), bn.running_var(c) = rand_float(0.3f, 2.0f);
+  }
+  for (float& v : std::get<nn::linear>(m[7]).weight) v = rand_float(-0.5f, 0.5f);
+  const tensor<float, 4> x = rand_tensor({6, 10, 10, 2}, -1.0f, 2.0f);
+
+  for (const bool per_channel : {true, false})
+    for (const nn::sensitivity_metric metric : {nn::sensitivity_metric::kl_divergence, nn::sensitivity_metric::logit_mse}) {
+      INFO((per_channel ? "per channel " : "per tensor ") << nn::metric_name(metric));
+      nn::bit_width_search_options opt;
+      opt.per_channel_weights = per_channel;
+      opt.metric = metric;
+      opt.weight_scheme = schemes::s8_symmetric_full;
+      opt.candidate_bits = {2, 3, 5, 8};
+      const nn::sensitivity_report r = nn::measure_sensitivity(m, x.cview(), opt);
+      std::vector<std::size_t> origin;
+      const nn::sequential folded = nn::fold_batch_norms(m, &origin);
+      CHECK(origin == std::vector<std::size_t>{0, 2, 3, 4, 5, 6, 7});
+      const tensor<float, 4> ref = folded.forward(x.cview());
+      std::size_t k = 0;
+      for (std::size_t i = 0; i < folded.size(); ++i) {
+        if (!nn::has_weight_matrix(folded[i])) continue;
+        REQUIRE(k < r.layers.size());
+        CHECK(r.layers[k].layer == origin[i]);
+        for (std::size_t c = 0; c < r.bits.size(); ++c) {
+          INFO("layer " << origin[i] << " at " << r.bits[c] << " bits");
+          nn::sequential direct = folded;  // only layer i quantized, the whole model run from x
+          const tensor_view<const float, 2> w = nn::weight_matrix(folded[i]);
+          affine_scheme<std::int8_t> sc = schemes::s8_symmetric_full;
+          sc.bits = r.bits[c];
+          const quant_params p =
+              choose_params(w, sc, per_channel ? granularity::per_channel(0) : granularity::per_tensor());
+          fake_quantize(w, nn::weight_matrix(direct[i]), p);
+          const double expect = nn::output_distance(ref.cview(), direct.forward(x.cview()).cview(), metric);
+          CHECK(r.layers[k].sensitivity[c] == expect);
+        }
+        ++k;
+      }
+      CHECK(k == 3);
+      CHECK(k == r.layers.size());
+    }
+}
+
+TEST_CASE("size budgets: huge averages and totals, negative totals", "[bit_width_search]") {
+  rng().seed(5);
+  const nn::sequential m = bws_model();
+  const tensor<float, 4> x = bws_batch(8);
+  const nn::sensitivity_report r = nn::measure_sensitivity(m, x.cview());
+  const std::int64_t all8 = nn::uniform_bit_widths(r, 8).size_bits;
+  const std::int64_t most = std::numeric_limits<std::int64_t>::max();
+  // An average above the largest candidate is that candidate: all 8 bits, not an overflow.
+  for (double avg : {8.0, 9.5, 1e15, 1e300, std::numeric_limits<double>::max()}) {
+    INFO("average " << avg);
+    CHECK(nn::size_budget::average_bits(avg).resolve(r) == all8);
+    CHECK(nn::choose_bit_widths(r, nn::size_budget::average_bits(avg)).bits_per_layer() == std::vector<int>{8, 8, 8});
+  }
+  // Total budgets keep all 64 bits: INT64_MAX means no limit, 2^53 + 1 is not rounded.
+  CHECK(nn::size_budget::total_bits(most).resolve(r) == most);
+  CHECK(nn::size_budget::total_bits((std::int64_t{1} << 53) + 1).resolve(r) == (std::int64_t{1} << 53) + 1);
+  const nn::bit_width_plan p = nn::choose_bit_widths(r, nn::size_budget::total_bits(most));
+  CHECK(p.bits_per_layer() == std::vector<int>{8, 8, 8});
+  CHECK(p.budget_bits == most);
+  CHECK(nn::choose_bit_widths(r, nn::size_budget::total_bits(all8)).bits_per_layer() == std::vector<int>{8, 8, 8});
+  QLIB_REQUIRE_ERROR(nn::size_budget::total_bits(-1).resolve(r), errc::invalid_argument);
+  QLIB_REQUIRE_ERROR(nn::size_budget::average_bits(-0.5).resolve(r), errc::invalid_argument);
+  QLIB_REQUIRE_ERROR(nn::size_budget::average_bits(std::numeric_limits<double>::infinity()).resolve(r),
+                     errc::invalid_argument);
+  // The largest reports accepted: 2^16 layers of 2^40 weights and scales, 64-bit scales.
+  nn::sensitivity_report big = r;
+  big.scale_bits = 64;
+  for (nn::layer_sensitivity& l : big.layers) l.weights = index_t{1} << 40, l.scales = index_t{1} << 40;
+  big.layers.resize(std::size_t{1} << 16, big.layers[0]);
+  const std::int64_t per_layer = (std::int64_t{8} << 40) + (std::int64_t{64} << 40);
+  CHECK(nn::size_budget::average_bits(1e300).resolve(big) == per_layer << 16);
+  CHECK(nn::uniform_bit_widths(big, 8).size_bits == per_layer << 16);
+  big.layers[7].weights += 1;
+  QLIB_REQUIRE_ERROR(nn::size_budget::average_bits(8.0).resolve(big), errc::invalid_argument);
+  big.layers[7].weights -= 1;
+  big.layers.push_back(big.layers[0]);
+  QLIB_REQUIRE_ERROR(nn::uniform_bit_widths(big, 8), errc::invalid_argument);
 }
 
 TEST_CASE("bit-width search refuses bad input", "[bit_width_search]") {
@@ -287,6 +473,15 @@ TEST_CASE("bit-width search refuses bad input", "[bit_width_search]") {
   QLIB_REQUIRE_ERROR(nn::choose_bit_widths(nn::sensitivity_report{}, nn::size_budget::average_bits(8)),
                      errc::empty_tensor);
   nn::bit_width_plan p = nn::uniform_bit_widths(r, 4);
+  p.layers[1].weights += 1;  // layer count and indices right, weight count wrong
+  QLIB_REQUIRE_ERROR(nn::apply_bit_widths(m, p), errc::shape_mismatch);
+  p.layers[1].weights -= 1;
+  p.layers[1].layer = 6;
+  QLIB_REQUIRE_ERROR(nn::apply_bit_widths(m, p), errc::shape_mismatch);
+  p.layers[1].layer = 5;
+  p.layers[1].bits = 9;
+  QLIB_REQUIRE_ERROR(nn::apply_bit_widths(m, p), errc::invalid_argument);
+  p.layers[1].bits = 4;
   p.layers.pop_back();
   QLIB_REQUIRE_ERROR(nn::apply_bit_widths(m, p), errc::shape_mismatch);
   const std::vector<std::int32_t> three_labels{0, 1, 2};  // for 4 samples
@@ -305,4 +500,13 @@ TEST_CASE("bit-width search refuses bad input", "[bit_width_search]") {
   so.weight_bits = {8, 9, 8};
   QLIB_REQUIRE_ERROR(nn::static_quantizer<minmax_observer>(m, so, minmax_observer(granularity::per_tensor())),
                      errc::invalid_argument);
+#if QLIB_EXCEPTIONS
+  try {
+    nn::static_quantizer<minmax_observer> q(m, so, minmax_observer(granularity::per_tensor()));
+    (void)q;
+    FAIL("a 9-bit weight width was accepted");
+  } catch (const qlib::error& e) {
+    CHECK(std::string(e.what()).find("nn::static_quantizer: weight_bits[1]") != std::string::npos);
+  }
+#endif
 }

@@ -4,16 +4,19 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <variant>
 #include <vector>
 
-#include "qlib/core/index_iteration.hpp"
+#include "qlib/nn/layer_weights.hpp"
 #include "qlib/nn/multiple_choice_knapsack.hpp"
 #include "qlib/nn/sequential.hpp"
+#include "qlib/nn/static_quantization.hpp"
 #include "qlib/quant/affine.hpp"
 #include "qlib/quant/choose_params.hpp"
+#include "qlib/train/loss.hpp"
 
 namespace qlib {
 namespace nn {
@@ -28,21 +31,15 @@ inline const char* metric_name(sensitivity_metric m) noexcept {
   return m == sensitivity_metric::kl_divergence ? "KL" : "logit MSE";
 }
 
+// How the weights are quantized: as static_quantization_options, so that the int8 model
+// of a plan (bit_width_plan::quantization_options) is the one measured.
 struct bit_width_search_options {
   std::vector<int> candidate_bits{2, 3, 4, 5, 6, 8};  // each in [2, 8]; sorted and deduplicated
   sensitivity_metric metric = sensitivity_metric::kl_divergence;
-  bool per_channel_weights = true;  // as static_quantization_options (else one scale per layer)
-  int scale_bits = 32;              // what one float scale costs in the size
+  affine_scheme<std::int8_t> weight_scheme = schemes::s8_symmetric;  // taken at each candidate width
+  bool per_channel_weights = true;  // else one scale per layer
+  int scale_bits = 32;              // what one scale costs in the size, in [0, 64]
 };
-
-// The weight scheme at `bits`: symmetric, restricted range, codes in
-// [-(2^(bits-1) - 1), 2^(bits-1) - 1] (schemes::s8_symmetric at 8, s4_symmetric at 4).
-inline affine_scheme<std::int8_t> symmetric_weight_scheme(int bits) {
-  affine_scheme<std::int8_t> s = schemes::s8_symmetric;
-  s.bits = bits;
-  s.validate();
-  return s;
-}
 
 // The distance `metric` between outputs of the same shape (see sensitivity_metric). KL uses
 // log-softmax in double. A non-finite result is an error.
@@ -94,6 +91,7 @@ struct layer_sensitivity {
 struct sensitivity_report {
   std::vector<int> bits;  // the candidates, ascending
   sensitivity_metric metric = sensitivity_metric::kl_divergence;
+  affine_scheme<std::int8_t> weight_scheme = schemes::s8_symmetric;
   bool per_channel_weights = true;
   int scale_bits = 32;
   std::vector<layer_sensitivity> layers;  // the conv2d / linear layers in model order
@@ -117,47 +115,20 @@ struct sensitivity_report {
 };
 
 namespace detail {
-// For each layer of fold_batch_norms(m), the index of the layer of m it came from.
-inline std::vector<std::size_t> folded_layer_origins(const sequential& m) {
-  std::vector<std::size_t> origin;
-  for (std::size_t i = 0; i < m.size(); ++i) {
-    origin.push_back(i);
-    if (i + 1 < m.size() && std::holds_alternative<conv2d>(m[i]) && std::holds_alternative<batch_norm2d>(m[i + 1])) ++i;
-  }
-  return origin;
-}
-
-inline bool is_quantizable(const layer& l) {
-  return std::holds_alternative<conv2d>(l) || std::holds_alternative<linear>(l);
-}
-
-// The weights of a conv2d [out, kh, kw, in/groups] or linear [out, in] as [out][K].
-template <class Layer, class T = std::conditional_t<std::is_const<Layer>::value, const float, float>>
-tensor_view<T, 2> weight_matrix(Layer& l) {
-  if (auto* c = std::get_if<conv2d>(&l))
-    return {c->weight.data(), {c->out_channels(), c->weight.size() / c->out_channels()}};
-  auto& f = std::get<linear>(l);
-  return {f.weight.data(), f.weight.shape()};
-}
-
-// dst's weights := fake_quantize(src's weights) at `bits`, with the static quantizer's
-// parameter choice (choose_params, min/max per output channel or per tensor): the values
-// the int8 model computes with.
-inline void fake_quantize_weights_into(const layer& src, layer& dst, int bits, bool per_channel) {
+// dst's weights := fake_quantize(src's weights) with `scheme`, parameters chosen as
+// quantize_weights does (choose_params: min/max per output channel or per tensor).
+inline void fake_quantize_weights_into(const layer& src, layer& dst, const affine_scheme<std::int8_t>& scheme,
+                                       bool per_channel) {
   const tensor_view<const float, 2> w = weight_matrix(src);
-  const quant_params p = choose_params(w, symmetric_weight_scheme(bits),
-                                       per_channel ? granularity::per_channel(0) : granularity::per_tensor());
+  const quant_params p =
+      choose_params(w, scheme, per_channel ? granularity::per_channel(0) : granularity::per_tensor());
   qlib::fake_quantize(w, weight_matrix(dst), p);
 }
 
-inline void check_calibration_batch(tensor_view<const float, 4> batch, const char* who) {
-  QLIB_CHECK(!batch.empty(), errc::empty_tensor, std::string(who) + ": empty calibration batch");
-  bool finite = true;
-  qlib::detail::for_each_row(batch.shape(), [&](const extents<4>& idx) {
-    const float* row = &batch[idx];
-    for (index_t j = 0; j < batch.shape(3); ++j) finite = finite && std::isfinite(row[j * batch.stride(3)]);
-  });
-  QLIB_CHECK(finite, errc::non_finite, std::string(who) + ": NaN or Inf in the calibration batch");
+// A non-empty batch without NaN or Inf (minmax_by_group refuses those, naming the element).
+inline void check_batch(tensor_view<const float, 4> batch, const char* who) {
+  QLIB_CHECK(!batch.empty(), errc::empty_tensor, std::string(who) + ": empty batch");
+  (void)minmax_by_group(batch, granularity::per_tensor());
 }
 
 // Layers [from, to) of m as a model of their own.
@@ -167,14 +138,21 @@ inline sequential layers_between(const sequential& m, std::size_t from, std::siz
   t.layers.assign(first + static_cast<std::ptrdiff_t>(from), first + static_cast<std::ptrdiff_t>(to));
   return t;
 }
+
+inline std::string describe_weights(const affine_scheme<std::int8_t>& s, bool per_channel) {
+  return std::string(s.sym == symmetry::symmetric ? "symmetric" : "asymmetric") +
+         (s.range == int_range::full ? " full-range " : " restricted-range ") +
+         (per_channel ? "per-channel" : "per-tensor");
+}
 }  // namespace detail
 
 // Measures, for every conv2d / linear layer of `model` (batch norms folded first, as the
 // static quantizer does) and every candidate bit width b, the distance (opt.metric) between
 // the float model's outputs on `calibration` and those of the model with only that layer's
-// weights fake-quantized at b bits (symmetric_weight_scheme(b), per output channel).
-// Activations stay float: this is the weights' share of the error. Cost: one forward of
-// the model's tail per layer and candidate (the input of each layer is computed once).
+// weights fake-quantized with weight_scheme_at_bits(opt.weight_scheme, b), one scale per
+// output channel or per layer (opt.per_channel_weights). Activations stay float: this is
+// the weights' share of the error. Cost: one forward of the model's tail per layer and
+// candidate (the input of each layer is computed once).
 inline sensitivity_report measure_sensitivity(const sequential& model, tensor_view<const float, 4> calibration,
                                               const bit_width_search_options& opt = {}) {
   const char* who = "nn::measure_sensitivity";
@@ -183,17 +161,19 @@ inline sensitivity_report measure_sensitivity(const sequential& model, tensor_vi
   r.bits = opt.candidate_bits;
   std::sort(r.bits.begin(), r.bits.end());
   r.bits.erase(std::unique(r.bits.begin(), r.bits.end()), r.bits.end());
-  for (int b : r.bits)
-    QLIB_CHECK(b >= 2 && b <= 8, errc::invalid_argument,
-               std::string(who) + ": candidate bit width " + std::to_string(b) + " outside [2, 8]");
-  QLIB_CHECK(opt.scale_bits >= 0, errc::invalid_argument, std::string(who) + ": scale_bits must be >= 0");
+  opt.weight_scheme.validate();
+  std::vector<affine_scheme<std::int8_t>> scheme;
+  for (int b : r.bits) scheme.push_back(weight_scheme_at_bits(opt.weight_scheme, b, who));
+  QLIB_CHECK(opt.scale_bits >= 0 && opt.scale_bits <= 64, errc::invalid_argument,
+             std::string(who) + ": scale_bits " + std::to_string(opt.scale_bits) + " is outside [0, 64]");
   r.metric = opt.metric;
+  r.weight_scheme = opt.weight_scheme;
   r.per_channel_weights = opt.per_channel_weights;
   r.scale_bits = opt.scale_bits;
-  detail::check_calibration_batch(calibration, who);
+  detail::check_batch(calibration, who);
 
-  const sequential folded = fold_batch_norms(model);
-  const std::vector<std::size_t> origin = detail::folded_layer_origins(model);
+  std::vector<std::size_t> origin;
+  const sequential folded = fold_batch_norms(model, &origin);
   folded.output_shape(calibration.shape());  // validates the chain
   const tensor<float, 4> reference = folded.forward(calibration);
   (void)output_distance(reference.cview(), reference.cview(), r.metric);  // refuses a non-finite float output
@@ -201,19 +181,19 @@ inline sensitivity_report measure_sensitivity(const sequential& model, tensor_vi
   tensor<float, 4> input(calibration);  // the input of folded layer `at`
   std::size_t at = 0;
   for (std::size_t i = 0; i < folded.size(); ++i) {
-    if (!detail::is_quantizable(folded[i])) continue;
+    if (!has_weight_matrix(folded[i])) continue;
     // Layer i's input from layer at's: i is a conv2d/linear, so no fused ReLU is split.
     if (at < i) input = detail::layers_between(folded, at, i).forward(input.cview());
     at = i;
     layer_sensitivity ls;
     ls.layer = origin[i];
     ls.kind = layer_kind(folded[i]);
-    const tensor_view<const float, 2> w = detail::weight_matrix(folded[i]);
+    const tensor_view<const float, 2> w = weight_matrix(folded[i]);
     ls.weights = w.size();
     ls.scales = opt.per_channel_weights ? w.shape(0) : 1;
     sequential tail = detail::layers_between(folded, i, folded.size());
-    for (int b : r.bits) {
-      detail::fake_quantize_weights_into(folded[i], tail[0], b, opt.per_channel_weights);
+    for (const affine_scheme<std::int8_t>& sc : scheme) {
+      detail::fake_quantize_weights_into(folded[i], tail[0], sc, opt.per_channel_weights);
       ls.sensitivity.push_back(output_distance(reference.cview(), tail.forward(input.cview()).cview(), r.metric));
     }
     r.layers.push_back(std::move(ls));
@@ -222,22 +202,65 @@ inline sensitivity_report measure_sensitivity(const sequential& model, tensor_vi
   return r;
 }
 
+namespace detail {
+inline void check_report(const sensitivity_report& r, const char* who) {
+  QLIB_CHECK(!r.layers.empty() && !r.bits.empty(), errc::empty_tensor, std::string(who) + ": empty sensitivity report");
+  QLIB_CHECK(r.scale_bits >= 0 && r.scale_bits <= 64, errc::invalid_argument,
+             std::string(who) + ": scale_bits " + std::to_string(r.scale_bits) + " is outside [0, 64]");
+  for (int b : r.bits) (void)weight_scheme_at_bits(r.weight_scheme, b, who);
+  // Bounds that keep every size and total below 2^63: layers * (8 * weights + 64 * scales) <= 2^16 * 2^47.
+  const index_t most = index_t{1} << 40;
+  QLIB_CHECK(r.layers.size() <= (std::size_t{1} << 16), errc::invalid_argument,
+             std::string(who) + ": more than 65536 layers");
+  for (const layer_sensitivity& l : r.layers) {
+    QLIB_CHECK(l.sensitivity.size() == r.bits.size(), errc::shape_mismatch,
+               std::string(who) + ": layer " + std::to_string(l.layer) + " has " +
+                   std::to_string(l.sensitivity.size()) + " sensitivities for " + std::to_string(r.bits.size()) +
+                   " bit widths");
+    QLIB_CHECK(l.weights >= 0 && l.weights <= most && l.scales >= 0 && l.scales <= most, errc::invalid_argument,
+               std::string(who) + ": layer " + std::to_string(l.layer) + " has a weight or scale count outside [0, 2^40]");
+  }
+}
+}  // namespace detail
+
 // A weight-size budget: total bits (weights at their widths + the scales), or an average
 // bit width per weight, which allows payload bits <= floor(average * weights) plus the
 // scales (so "average 4" is exactly the size of every layer at 4 bits).
 struct size_budget {
   enum class kind { total_bits, average_bits } type = kind::total_bits;
-  double value = 0.0;
+  std::int64_t total = 0;  // kind::total_bits: >= 0 (INT64_MAX: no limit)
+  double average = 0.0;    // kind::average_bits: finite, >= 0
 
-  static size_budget total_bits(std::int64_t bits) { return {kind::total_bits, static_cast<double>(bits)}; }
-  static size_budget average_bits(double bits_per_weight) { return {kind::average_bits, bits_per_weight}; }
+  static size_budget total_bits(std::int64_t bits) {
+    size_budget b;
+    b.total = bits;
+    return b;
+  }
+  static size_budget average_bits(double bits_per_weight) {
+    size_budget b;
+    b.type = kind::average_bits;
+    b.average = bits_per_weight;
+    return b;
+  }
 
+  // The budget in bits for the report's layers. An average above the largest candidate
+  // allows nothing more than that candidate everywhere, so it is clamped to it first; a
+  // total that would pass INT64_MAX is INT64_MAX.
   std::int64_t resolve(const sensitivity_report& r) const {
-    QLIB_CHECK(std::isfinite(value) && value >= 0.0 && value < 9.0e15, errc::invalid_argument,
-               "nn::size_budget: " + std::to_string(value) + " is not a finite non-negative budget");
-    if (type == kind::total_bits) return static_cast<std::int64_t>(value);
-    return static_cast<std::int64_t>(std::floor(value * static_cast<double>(r.total_weights()))) +
-           r.total_scale_bits();
+    detail::check_report(r, "nn::size_budget");
+    if (type == kind::total_bits) {
+      QLIB_CHECK(total >= 0, errc::invalid_argument,
+                 "nn::size_budget: a total of " + std::to_string(total) + " bits is negative");
+      return total;
+    }
+    QLIB_CHECK(std::isfinite(average) && average >= 0.0, errc::invalid_argument,
+               "nn::size_budget: " + std::to_string(average) + " bits per weight is not a finite non-negative average");
+    const double avg = std::min(average, static_cast<double>(r.bits.back()));
+    const double payload = std::floor(avg * static_cast<double>(r.total_weights()));  // < 2^60 (check_report)
+    const std::int64_t most = std::numeric_limits<std::int64_t>::max();
+    const std::int64_t p = payload < 9.0e18 ? static_cast<std::int64_t>(payload) : most;
+    const std::int64_t scales = r.total_scale_bits();
+    return p <= most - scales ? p + scales : most;
   }
 };
 
@@ -254,16 +277,31 @@ struct layer_choice {
 struct bit_width_plan {
   std::vector<layer_choice> layers;  // the conv2d / linear layers in model order
   sensitivity_metric metric = sensitivity_metric::kl_divergence;
-  bool per_channel_weights = true;
+  affine_scheme<std::int8_t> weight_scheme = schemes::s8_symmetric;  // as measured (at each layer's bits)
+  bool per_channel_weights = true;                                   // as measured
   std::int64_t budget_bits = 0;  // what the plan had to fit in
   std::int64_t size_bits = 0;    // what it takes: sum of layers[i].size_bits
   double predicted = 0.0;        // sum of the layers' sensitivities (the additive model HAWQ uses)
 
-  // One bit width per conv2d / linear in model order: static_quantization_options::weight_bits.
-  std::vector<int> weight_bits() const {
+  // One bit width per conv2d / linear in model order.
+  std::vector<int> bits_per_layer() const {
     std::vector<int> b;
     for (const layer_choice& l : layers) b.push_back(l.bits);
     return b;
+  }
+  // Options for nn::static_quantizer that build this plan's int8 model: `base` with
+  // weight_bits set. Refuses a base whose weight scheme (symmetry, range) or per-channel
+  // setting differs from the plan's: its int8 weights would not be the ones measured.
+  static_quantization_options quantization_options(static_quantization_options base = {}) const {
+    QLIB_CHECK(same_weight_scheme_family(base.weight_scheme, weight_scheme) &&
+                   base.per_channel_weights == per_channel_weights,
+               errc::invalid_argument,
+               "nn::bit_width_plan::quantization_options: the plan was measured with " +
+                   detail::describe_weights(weight_scheme, per_channel_weights) +
+                   " weights, the static quantizer options ask for " +
+                   detail::describe_weights(base.weight_scheme, base.per_channel_weights));
+    base.weight_bits = bits_per_layer();
+    return base;
   }
   // Bytes if the weights were stored packed at their bit widths, plus the scales.
   std::int64_t size_bytes() const { return (size_bits + 7) / 8; }
@@ -283,6 +321,7 @@ inline bit_width_plan make_plan(const sensitivity_report& r, const std::vector<s
                                 std::int64_t budget) {
   bit_width_plan p;
   p.metric = r.metric;
+  p.weight_scheme = r.weight_scheme;
   p.per_channel_weights = r.per_channel_weights;
   p.budget_bits = budget;
   for (std::size_t i = 0; i < r.layers.size(); ++i) {
@@ -293,14 +332,6 @@ inline bit_width_plan make_plan(const sensitivity_report& r, const std::vector<s
     p.predicted += p.layers.back().sensitivity;  // in layer order, as the knapsack sums
   }
   return p;
-}
-inline void check_report(const sensitivity_report& r, const char* who) {
-  QLIB_CHECK(!r.layers.empty() && !r.bits.empty(), errc::empty_tensor, std::string(who) + ": empty sensitivity report");
-  for (const layer_sensitivity& l : r.layers)
-    QLIB_CHECK(l.sensitivity.size() == r.bits.size(), errc::shape_mismatch,
-               std::string(who) + ": layer " + std::to_string(l.layer) + " has " +
-                   std::to_string(l.sensitivity.size()) + " sensitivities for " + std::to_string(r.bits.size()) +
-                   " bit widths");
 }
 }  // namespace detail
 
@@ -333,62 +364,89 @@ inline bit_width_plan uniform_bit_widths(const sensitivity_report& r, int bits) 
 }
 
 // The float model (batch norms folded) with every conv2d / linear weight fake-quantized at
-// its plan's bit width: exactly the weights the plan's int8 model computes with.
+// its plan's bit width: dequantized, these are the int8 weight codes and scales of the
+// plan's static int8 model (quantization_options()), bit for bit. The plan must list the
+// model's conv2d / linear layers, with their weight counts, in order.
 inline sequential apply_bit_widths(const sequential& model, const bit_width_plan& plan) {
-  sequential folded = fold_batch_norms(model);
-  const std::vector<std::size_t> origin = detail::folded_layer_origins(model);
+  const char* who = "nn::apply_bit_widths";
+  std::vector<std::size_t> origin;
+  sequential folded = fold_batch_norms(model, &origin);
   std::size_t k = 0;
   for (std::size_t i = 0; i < folded.size(); ++i) {
-    if (!detail::is_quantizable(folded[i])) continue;
-    QLIB_CHECK(k < plan.layers.size() && plan.layers[k].layer == origin[i], errc::shape_mismatch,
-               "nn::apply_bit_widths: the plan does not match the model (layer " + std::to_string(origin[i]) + ")");
+    if (!has_weight_matrix(folded[i])) continue;
+    const index_t n = weight_matrix(folded[i]).size();
+    QLIB_CHECK(k < plan.layers.size() && plan.layers[k].layer == origin[i] && plan.layers[k].weights == n,
+               errc::shape_mismatch,
+               std::string(who) + ": the plan does not match the model at layer " + std::to_string(origin[i]) + " (" +
+                   layer_kind(folded[i]) + ", " + std::to_string(n) + " weights)");
     const layer src = folded[i];
-    detail::fake_quantize_weights_into(src, folded[i], plan.layers[k++].bits, plan.per_channel_weights);
+    detail::fake_quantize_weights_into(src, folded[i], weight_scheme_at_bits(plan.weight_scheme, plan.layers[k].bits, who),
+                                       plan.per_channel_weights);
+    ++k;
   }
   QLIB_CHECK(k == plan.layers.size() && k > 0, errc::shape_mismatch,
-             "nn::apply_bit_widths: the plan has " + std::to_string(plan.layers.size()) + " layers, the model " +
+             std::string(who) + ": the plan has " + std::to_string(plan.layers.size()) + " layers, the model " +
                  std::to_string(k) + " conv2d/linear layers");
   return folded;
 }
 
 // The plan checked jointly: every layer quantized at once (weights only, float activations).
 struct plan_evaluation {
-  double measured = 0.0;        // the plan's metric against the float model, all layers quantized
-  double accuracy = -1.0;       // top-1 of the quantized-weight model, when labels were given
-  double float_accuracy = -1.0; // top-1 of the float model, when labels were given
+  double measured = 0.0;         // the plan's metric against the float model, all layers quantized
+  double accuracy = -1.0;        // top-1 of the quantized-weight model, when labels were given
+  double float_accuracy = -1.0;  // top-1 of the float model, when labels were given
 };
 
-namespace detail {
-inline double top1(const tensor<float, 4>& logits, tensor_view<const std::int32_t, 1> labels) {
-  const index_t n = logits.shape(0), k = logits.size() / n;
-  index_t correct = 0;
-  for (index_t i = 0; i < n; ++i) {
-    const float* r = logits.data() + i * k;
-    correct += (std::max_element(r, r + k) - r) == labels(i);
+// Evaluates plans of one model on one batch: the float model's outputs (and accuracy) are
+// computed once, then each plan costs one forward. Keeps copies of the model, batch and labels.
+class plan_evaluator {
+ public:
+  // labels: none, or one class in [0, classes) per sample (the model's output is then
+  // [N, 1, 1, classes]); accuracy is train::softmax_cross_entropy's correct count.
+  plan_evaluator(const sequential& model, tensor_view<const float, 4> batch, train::labels_view labels = {})
+      : model_(model), batch_(batch) {
+    const char* who = "nn::plan_evaluator";
+    detail::check_batch(batch, who);
+    QLIB_CHECK(labels.empty() || labels.shape(0) == batch.shape(0), errc::shape_mismatch,
+               std::string(who) + ": " + std::to_string(labels.shape(0)) + " labels for " +
+                   std::to_string(batch.shape(0)) + " samples");
+    if (!labels.empty()) labels_ = tensor<std::int32_t, 1>(labels);
+    reference_ = fold_batch_norms(model_).forward(batch_.cview());
+    if (!labels.empty()) float_accuracy_ = accuracy(reference_);
   }
-  return static_cast<double>(correct) / static_cast<double>(n);
-}
-}  // namespace detail
 
-// Measures the plan's real metric on `batch` (the sum of single-layer sensitivities only
-// predicts it) and, with labels (one per sample), the top-1 accuracy of both models.
-inline plan_evaluation evaluate_bit_widths(const sequential& model, const bit_width_plan& plan,
-                                           tensor_view<const float, 4> batch,
-                                           tensor_view<const std::int32_t, 1> labels = {}) {
-  const char* who = "nn::evaluate_bit_widths";
-  detail::check_calibration_batch(batch, who);
-  QLIB_CHECK(labels.empty() || labels.shape(0) == batch.shape(0), errc::shape_mismatch,
-             std::string(who) + ": " + std::to_string(labels.shape(0)) + " labels for " +
-                 std::to_string(batch.shape(0)) + " samples");
-  const sequential q = apply_bit_widths(model, plan);
-  const tensor<float, 4> ref = fold_batch_norms(model).forward(batch), out = q.forward(batch);
-  plan_evaluation e;
-  e.measured = output_distance(ref.cview(), out.cview(), plan.metric);
-  if (!labels.empty()) {
-    e.accuracy = detail::top1(out, labels);
-    e.float_accuracy = detail::top1(ref, labels);
+  plan_evaluation operator()(const bit_width_plan& plan) const {
+    const tensor<float, 4> out = apply_bit_widths(model_, plan).forward(batch_.cview());
+    plan_evaluation e;
+    e.measured = output_distance(reference_.cview(), out.cview(), plan.metric);
+    if (!labels_.empty()) {
+      e.accuracy = accuracy(out);
+      e.float_accuracy = float_accuracy_;
+    }
+    return e;
   }
-  return e;
+  // The float model's outputs on the batch (batch norms folded).
+  const tensor<float, 4>& reference() const noexcept { return reference_; }
+  // Its top-1 accuracy (-1 without labels).
+  double float_accuracy() const noexcept { return float_accuracy_; }
+
+ private:
+  double accuracy(const tensor<float, 4>& logits) const {
+    const index_t correct = train::softmax_cross_entropy(logits.cview(), labels_.cview()).correct;
+    return static_cast<double>(correct) / static_cast<double>(logits.shape(0));
+  }
+  sequential model_;
+  tensor<float, 4> batch_;
+  tensor<std::int32_t, 1> labels_;
+  tensor<float, 4> reference_;
+  double float_accuracy_ = -1.0;
+};
+
+// One plan on one batch (plan_evaluator for several plans): its real metric (the sum of
+// single-layer sensitivities only predicts it) and, with labels, both models' top-1.
+inline plan_evaluation evaluate_bit_widths(const sequential& model, const bit_width_plan& plan,
+                                           tensor_view<const float, 4> batch, train::labels_view labels = {}) {
+  return plan_evaluator(model, batch, labels)(plan);
 }
 
 }  // namespace nn

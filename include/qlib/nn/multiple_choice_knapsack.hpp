@@ -32,11 +32,14 @@ struct knapsack_solution {
 // the same way gets bit-identical totals. Ties: among the choices of minimal cost, one of
 // smallest size (which one, when several, is fixed by the input order: the same every run).
 // Errors: no groups, an empty group, mismatched rows, a negative size, a non-finite cost,
-// sums that would overflow, or a budget below the smallest possible total (the message
-// names that minimum).
+// sums that would overflow, a budget below the smallest possible total (the message
+// names that minimum), or more than `max_states` states (24 bytes each) held at once -
+// checked before each group's states are built, so the search's memory stays near
+// 24 * max_states bytes at most (400 MB by default).
 inline knapsack_solution solve_multiple_choice_knapsack(const std::vector<std::vector<std::int64_t>>& size,
                                                         const std::vector<std::vector<double>>& cost,
-                                                        std::int64_t budget) {
+                                                        std::int64_t budget,
+                                                        std::size_t max_states = std::size_t{1} << 24) {
   const char* who = "nn::solve_multiple_choice_knapsack: ";
   QLIB_CHECK(!size.empty(), errc::empty_tensor, std::string(who) + "no groups");
   QLIB_CHECK(size.size() == cost.size(), errc::shape_mismatch,
@@ -76,13 +79,21 @@ inline knapsack_solution solve_multiple_choice_knapsack(const std::vector<std::v
     double cost;
     std::uint32_t prev, option;
   };
-  // Guards memory on pathological inputs (each state is 24 bytes).
-  const std::size_t max_states = std::size_t{1} << 26;
-  std::vector<std::vector<state>> frontiers;
-  std::vector<state> cur{{0, 0.0, 0, 0}}, next;
-  std::size_t stored = 0;
+  QLIB_CHECK(max_states <= std::numeric_limits<std::uint32_t>::max(), errc::invalid_argument,
+             std::string(who) + "max_states above 2^32 - 1");  // state indices are 32-bit
+  auto too_many = [&] {
+    return std::string(who) + "more than " + std::to_string(max_states) +
+           " states (distinct reachable total sizes): too large for the exact search within max_states; fewer "
+           "groups or options, or sizes in a coarser unit, make it smaller";
+  };
+  std::vector<std::vector<state>> frontiers{{{0, 0.0, 0, 0}}};  // frontiers[g]: after g groups
+  std::size_t stored = 1;
   for (std::size_t g = 0; g < size.size(); ++g) {
-    next.clear();
+    const std::vector<state>& cur = frontiers.back();
+    // Those kept so far, plus this group's: `next`, and its frontier (at most as many).
+    QLIB_CHECK(stored <= max_states && cur.size() <= (max_states - stored) / (2 * size[g].size()), errc::overflow,
+               too_many());
+    std::vector<state> next;
     // Generated in (prev, option) order; the stable sort keeps that order among exact ties.
     for (std::size_t s = 0; s < cur.size(); ++s)
       for (std::size_t j = 0; j < size[g].size(); ++j) {
@@ -100,21 +111,18 @@ inline knapsack_solution solve_multiple_choice_knapsack(const std::vector<std::v
     for (const state& st : next)
       if (frontier.empty() || st.cost < frontier.back().cost) frontier.push_back(st);
     stored += frontier.size();
-    QLIB_CHECK(stored <= max_states && frontier.size() < std::numeric_limits<std::uint32_t>::max(), errc::overflow,
-               std::string(who) + "more than " + std::to_string(max_states) +
-                   " frontier states: coarsen the sizes (e.g. count bytes instead of bits)");
-    frontiers.push_back(frontier);
-    cur = std::move(frontier);
+    frontiers.push_back(std::move(frontier));  // `cur` is not used after this
   }
   // The last state has the lowest cost (costs fall along the frontier) and is the smallest
   // size reaching it.
+  const std::vector<state>& last = frontiers.back();
   knapsack_solution sol;
   sol.choice.resize(size.size());
-  sol.size = cur.back().size;
-  sol.cost = cur.back().cost;
-  std::size_t at = cur.size() - 1;
+  sol.size = last.back().size;
+  sol.cost = last.back().cost;
+  std::size_t at = last.size() - 1;
   for (std::size_t g = size.size(); g-- > 0;) {
-    const state& st = frontiers[g][at];
+    const state& st = frontiers[g + 1][at];
     sol.choice[g] = st.option;
     at = st.prev;
   }

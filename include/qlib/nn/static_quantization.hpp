@@ -6,6 +6,7 @@
 #include <variant>
 #include <vector>
 
+#include "qlib/nn/layer_weights.hpp"
 #include "qlib/nn/quantized_sequential.hpp"
 #include "qlib/nn/sequential.hpp"
 #include "qlib/quant/observers.hpp"
@@ -19,9 +20,11 @@ struct static_quantization_options {
   affine_scheme<std::uint8_t> activation_scheme = schemes::u8_asymmetric;  // PyTorch quint8
   bool float_logits = true;  // a final linear dequantizes its accumulators (no uint8 rounding of logits)
   // Mixed precision: empty (default) quantizes every layer with weight_scheme; else one bit
-  // width in [2, 8] per conv2d / linear in model order (nn::bit_width_plan::weight_bits()),
-  // each layer then using weight_scheme with that many bits - codes still stored as int8,
-  // so the int8 kernels run them exactly.
+  // width in [2, 8] per conv2d / linear in model order, each layer then using
+  // weight_scheme_at_bits(weight_scheme, bits) - codes still stored as int8, so the int8
+  // kernels run them. From a bit-width search, take the options from
+  // nn::bit_width_plan::quantization_options(), which refuses a weight scheme or
+  // per-channel setting other than the one the plan was measured with.
   std::vector<int> weight_bits;
 };
 
@@ -69,7 +72,7 @@ class static_quantizer {
       QLIB_CHECK(opt_.weight_bits.size() == n, errc::shape_mismatch,
                  "nn::static_quantizer: " + std::to_string(opt_.weight_bits.size()) + " weight bit widths for " +
                      std::to_string(n) + " conv2d/linear layers");
-      for (int b : opt_.weight_bits) layer_scheme(b).validate();
+      for (std::size_t k = 0; k < n; ++k) layer_scheme(k);  // refuses a width outside [2, 8]
     }
   }
 
@@ -108,14 +111,13 @@ class static_quantizer {
       const layer& l = model_[s.layer];
       const affine_scheme<std::int8_t> wscheme =
           opt_.weight_bits.empty() || s.observer_out == s.observer_in ? opt_.weight_scheme
-                                                                      : layer_scheme(opt_.weight_bits[weighted++]);
+                                                                      : layer_scheme(weighted++);
       if (const auto* c = std::get_if<conv2d>(&l)) {
         qconv2d qc;
         qc.opt = c->opt;
         qc.in_channels = c->in_channels();
         qc.in = in;
-        const tensor_view<const float, 2> w(c->weight.data(), {c->out_channels(), c->weight.size() / c->out_channels()});
-        qc.w = quantize_weights(w, std::vector<float>(c->bias.begin(), c->bias.end()), in.scale,
+        qc.w = quantize_weights(weight_matrix(*c), std::vector<float>(c->bias.begin(), c->bias.end()), in.scale,
                                 opt_.per_channel_weights, c->opt.groups, wscheme);
         qc.output = make_quantized_output(qc.w, in, out, s.relu_hi);
         qc.prepare();
@@ -147,10 +149,10 @@ class static_quantizer {
   }
 
  private:
-  affine_scheme<std::int8_t> layer_scheme(int bits) const {
-    affine_scheme<std::int8_t> sc = opt_.weight_scheme;
-    sc.bits = bits;
-    return sc;
+  // The weight scheme of the k-th conv2d / linear under weight_bits.
+  affine_scheme<std::int8_t> layer_scheme(std::size_t k) const {
+    return weight_scheme_at_bits(opt_.weight_scheme, opt_.weight_bits[k],
+                                 "nn::static_quantizer: weight_bits[" + std::to_string(k) + "]");
   }
   struct step {
     std::size_t layer;
