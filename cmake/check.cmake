@@ -8,7 +8,7 @@
 cmake_minimum_required(VERSION 3.25)  # workflow presets
 
 if(NOT DEFINED WORKFLOWS)
-  set(WORKFLOWS dev sanitize clang-no-exceptions aarch64)
+  set(WORKFLOWS dev sanitize aarch64)
 endif()
 get_filename_component(_source_dir "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
 set(_fresh)

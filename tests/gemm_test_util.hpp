@@ -12,7 +12,8 @@
 #include "test_util.hpp"
 
 // Random-case counts are multiplied by this. Release builds run the full count; Debug
-// and sanitizer builds (10-30x slower) a tenth, to stay within the time budget.
+// and sanitizer builds (10-30x slower) a tenth, to stay within the time budget; the
+// aarch64 preset (tests under qemu) sets 4.
 #ifndef QLIB_GEMM_TEST_SCALE
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)

@@ -112,8 +112,10 @@ void sgemm_part(tensor_view<const float, 2> a, const BSource& bsrc, tensor_view<
                                    opt.clamp_hi};
       for (index_t i = r0; i < r1; i += mr) {
         const index_t rows = std::min(mr, r1 - i);
-        const float* at = a.data() + i * a.stride(0) + (kc > 0 ? k0 * a.stride(1) : 0);
-        index_t lda = a_row_major ? a.stride(0) : a.stride(1);
+        // K = 0: A may be empty with a null data pointer, which must take no offset (the
+        // kernels' row pointers too: lda 0).
+        const float* at = kc > 0 ? a.data() + i * a.stride(0) + k0 * a.stride(1) : a.data();
+        index_t lda = kc == 0 ? 0 : a_row_major ? a.stride(0) : a.stride(1);
         if (!a_row_major && !a_k_major && kc > 0) {
           float* buf = sgemm_scratch(1, mr * sgemm_k_block);
           const index_t sr = a.stride(0), sk = a.stride(1);

@@ -53,7 +53,8 @@ void for_each_panel_half(index_t cols, const float* b, float* c, const sgemm_til
   for (index_t h = 0; h * 16 < cols; ++h) {
     sgemm_tile_params th = t;
     if (th.bias) th.bias += h * 16;
-    f(b + h * 16, c + h * 16, cols - h * 16 < 16 ? cols - h * 16 : 16, th);
+    // b is null when K is 0 (nothing packed): no offset on a null pointer.
+    f(b ? b + h * 16 : b, c + h * 16, cols - h * 16 < 16 ? cols - h * 16 : 16, th);
   }
 }
 
