@@ -45,13 +45,7 @@ static options parse(int argc, char** argv) {
   bool calibration_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&] { return fm::option_value(argc, argv, i); };
     if (a == "--data") o.data = next();
     else if (a == "--weights") o.weights = next();
     else if (a == "--save") o.save = next();

@@ -36,13 +36,7 @@ options parse(int argc, char** argv) {
   options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&] { return fm::option_value(argc, argv, i); };
     if (a == "--data") o.data = next();
     else if (a == "--weights") o.weights = next();
     else if (a == "--epochs") o.epochs = std::atol(next().c_str());

@@ -8,6 +8,7 @@
 #include <variant>
 #include <vector>
 
+#include "qlib/nn/layer_weights.hpp"
 #include "qlib/nn/quantized_weights.hpp"
 #include "qlib/nn/sequential.hpp"
 #include "qlib/train/backward.hpp"
@@ -298,19 +299,8 @@ class qat_model {
     fake_quant_forward(as_rows(y), as_rows(out.view()), q.params());
   }
 
-  fq_view weight_rows(const qat_step& s) const {
-    return std::visit(
-        [](const auto& l) -> fq_view {
-          using L = std::decay_t<decltype(l)>;
-          if constexpr (std::is_same<L, nn::conv2d>::value || std::is_same<L, nn::linear>::value) {
-            const index_t o = l.weight.shape(0);
-            return fq_view(l.weight.data(), {o, l.weight.size() / o});
-          } else {
-            return fq_view();
-          }
-        },
-        model_[s.begin]);
-  }
+  // Step s's conv/linear weights as [out][K] rows (only steps with weight_q >= 0, which start with one).
+  fq_view weight_rows(const qat_step& s) const { return nn::weight_matrix(model_[s.begin]); }
   index_t per_scale(const qat_step& s, fq_view w) const {
     return wq_[static_cast<std::size_t>(s.weight_q)].options().per_channel ? w.shape(1) : w.size();
   }
