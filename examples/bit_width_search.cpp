@@ -6,7 +6,6 @@
 //            --metric kl|mse (sensitivity metric, default kl)  --budgets A,B,...  --out DIR (writes the table as CSV)
 //            --quick  (200 calibration images, 500 test images: the CI smoke test)
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -37,30 +36,6 @@ struct options {
   std::vector<double> budgets{8, 6, 5, 4, 3, 2.5};
 };
 
-[[noreturn]] void bad_value(const char* option, const std::string& value, const char* expected) {
-  std::fprintf(stderr, "%s: '%s' is not %s\n", option, value.c_str(), expected);
-  std::exit(2);
-}
-
-// A whole-string integer in [lo, hi], else a message and exit.
-long parse_integer(const char* option, const std::string& v, long lo, long hi, const char* expected) {
-  char* end = nullptr;
-  errno = 0;
-  const long x = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno == ERANGE || x < lo || x > hi) bad_value(option, v, expected);
-  return x;
-}
-
-// A whole-string finite number in [lo, hi], else a message and exit.
-double parse_number(const char* option, const std::string& v, double lo, double hi, const char* expected) {
-  char* end = nullptr;
-  errno = 0;
-  const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(x) || x < lo || x > hi)
-    bad_value(option, v, expected);
-  return x;
-}
-
 options parse(int argc, char** argv) {
   options o;
   bool calibration_given = false;
@@ -72,7 +47,7 @@ options parse(int argc, char** argv) {
     else if (a == "--out") o.out = next();
     else if (a == "--quick") o.quick = true;
     else if (a == "--calibration") {
-      o.calibration = parse_integer("--calibration", next(), 1, 60000, "a number of training images in [1, 60000]");
+      o.calibration = fm::parse_calibration(next());
       calibration_given = true;
     } else if (a == "--metric") {
       const std::string m = next();
@@ -86,8 +61,8 @@ options parse(int argc, char** argv) {
       std::stringstream ss(next());
       std::string item;
       while (std::getline(ss, item, ','))
-        o.budgets.push_back(parse_number("--budgets", item, 2.0, 8.0, "an average bit width in [2, 8]"));
-      if (o.budgets.empty()) bad_value("--budgets", "", "a list of average bit widths in [2, 8]");
+        o.budgets.push_back(fm::parse_number("--budgets", item, 2.0, 8.0, "an average bit width in [2, 8]"));
+      if (o.budgets.empty()) fm::bad_value("--budgets", "", "a list of average bit widths in [2, 8]");
     } else {
       std::fprintf(stderr, "unknown option %s (see the comment at the top of examples/bit_width_search.cpp)\n",
                    a.c_str());

@@ -2,7 +2,8 @@
 // heavy-tailed data, and 4-bit quantile/NF4 codebooks vs 4-bit affine on normal data.
 //
 //   calibration_report            1M values per distribution (fixed seeds)
-//   calibration_report N          N values instead
+//   calibration_report N          N values instead (a whole number in [1024, 2^26], else exit code 2)
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -76,10 +77,15 @@ void codebook_row(const char* name, const std::vector<float>& x, const qlib::cod
 }  // namespace
 
 int main(int argc, char** argv) {
-  const index_t n = argc > 1 ? std::atol(argv[1]) : index_t{1} << 20;
-  if (n < 1024) {
-    std::fprintf(stderr, "need at least 1024 values\n");
-    return 1;
+  index_t n = index_t{1} << 20;
+  if (argc > 1) {
+    char* end = nullptr;
+    errno = 0;
+    n = std::strtol(argv[1], &end, 10);
+    if (*argv[1] == '\0' || *end != '\0' || errno == ERANGE || n < 1024 || n > (index_t{1} << 26)) {
+      std::fprintf(stderr, "N: '%s' is not a number of values in [1024, 2^26]\n", argv[1]);
+      return 2;
+    }
   }
   std::printf("Range selection (histogram observer, 2048 bins), %ld values per distribution\n", static_cast<long>(n));
   std::printf("%-13s %-15s %-14s %-22s %11s  %6s\n", "data", "scheme", "method", "range", "mse", "/minmax");

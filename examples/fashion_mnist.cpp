@@ -8,6 +8,8 @@
 //            --flip  --shift S  (with --train: random mirror / shift by up to S pixels per batch)
 //            --lr X  (with --train: Adam's peak learning rate, cosine to 0; default 1e-3)
 //            --quick  (500 test images, 200 calibration images, no timing: the CI smoke test)
+//   numeric values are checked whole (else a message and exit code 2): --epochs 1-10000, --seed 0 to 2^64-1,
+//   --calibration 1-60000, --shift 0-27, --lr in (0, 10]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -52,14 +54,14 @@ static options parse(int argc, char** argv) {
     else if (a == "--out") o.out = next();
     else if (a == "--train") o.train = true;
     else if (a == "--quick") o.quick = true;
-    else if (a == "--epochs") o.epochs = std::atoi(next().c_str());
-    else if (a == "--seed") o.seed = std::strtoull(next().c_str(), nullptr, 10);
+    else if (a == "--epochs") o.epochs = fm::parse_epochs(next());
+    else if (a == "--seed") o.seed = fm::parse_seed("--seed", next());
     else if (a == "--width") o.width = fm::parse_width(next());
     else if (a == "--flip") o.augment.flip = true;
-    else if (a == "--shift") o.augment.shift = std::atol(next().c_str());
-    else if (a == "--lr") o.lr = std::strtof(next().c_str(), nullptr);
+    else if (a == "--shift") o.augment.shift = fm::parse_shift(next());
+    else if (a == "--lr") o.lr = fm::parse_lr(next());
     else if (a == "--calibration") {
-      o.calibration = std::atol(next().c_str());
+      o.calibration = fm::parse_calibration(next());
       calibration_given = true;
     }
     else {

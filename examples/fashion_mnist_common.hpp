@@ -4,7 +4,9 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -154,6 +156,75 @@ inline std::string option_value(int argc, char** argv, int& i) {
   }
   return argv[++i];
 }
+
+// Strict option values: the whole string must parse and lie in range, else "<option>: '<value>' is not <expected>"
+// on stderr and exit code 2 (as option_value does for a missing value), never a silent 0 from atoi and friends.
+[[noreturn]] inline void bad_value(const char* option, const std::string& value, const char* expected) {
+  std::fprintf(stderr, "%s: '%s' is not %s\n", option, value.c_str(), expected);
+  std::exit(2);
+}
+
+// A whole-string integer in [lo, hi].
+inline long parse_integer(const char* option, const std::string& v, long lo, long hi, const char* expected) {
+  char* end = nullptr;
+  errno = 0;
+  const long x = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno == ERANGE || x < lo || x > hi) bad_value(option, v, expected);
+  return x;
+}
+
+// A whole-string finite number in [lo, hi] (parsed as double: strtod).
+inline double parse_number(const char* option, const std::string& v, double lo, double hi, const char* expected) {
+  char* end = nullptr;
+  errno = 0;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(x) || x < lo || x > hi)
+    bad_value(option, v, expected);
+  return x;
+}
+
+// A whole-string finite float in [lo, hi], or in (lo, hi] with lo_open (parsed as float: strtof, the same bits the
+// examples always read).
+inline float parse_float(const char* option, const std::string& v, float lo, float hi, const char* expected,
+                         bool lo_open = false) {
+  char* end = nullptr;
+  errno = 0;
+  const float x = std::strtof(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(x) || x < lo || (lo_open && x == lo) || x > hi)
+    bad_value(option, v, expected);
+  return x;
+}
+
+// A random seed: any whole-string decimal integer in [0, 2^64 - 1] (digits only: no sign, no spaces).
+inline std::uint64_t parse_seed(const char* option, const std::string& v) {
+  const char* expected = "a seed: an integer in [0, 2^64 - 1]";
+  if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos) bad_value(option, v, expected);
+  errno = 0;
+  const unsigned long long x = std::strtoull(v.c_str(), nullptr, 10);
+  if (errno == ERANGE) bad_value(option, v, expected);
+  return static_cast<std::uint64_t>(x);
+}
+
+// The options several examples share, with one range each.
+inline int parse_epochs(const std::string& v) {
+  return static_cast<int>(parse_integer("--epochs", v, 1, 10000, "a number of epochs in [1, 10000]"));
+}
+inline qlib::index_t parse_shift(const std::string& v) {  // augmentation: a 28x28 image shifted by 28 is empty
+  return parse_integer("--shift", v, 0, 27, "a shift in pixels in [0, 27]");
+}
+inline qlib::index_t parse_calibration(const std::string& v) {
+  return parse_integer("--calibration", v, 1, 60000, "a number of training images in [1, 60000]");
+}
+inline qlib::index_t parse_train_count(const std::string& v) {
+  return parse_integer("--train", v, 0, 60000, "a number of training images in [0, 60000] (0 = all)");
+}
+inline float parse_lr(const std::string& v) {
+  return parse_float("--lr", v, 0.0f, 10.0f, "a learning rate in (0, 10]", true);
+}
+inline float parse_temperature(const std::string& v) {
+  return parse_float("--T", v, 0.0f, 1000.0f, "a temperature in (0, 1000]", true);
+}
+inline float parse_alpha(const std::string& v) { return parse_float("--alpha", v, 0.0f, 1.0f, "a weight in [0, 1]"); }
 
 // A one-line progress bar on stderr ("\r" redraws it).
 inline void progress_bar(const char* what, qlib::index_t done, qlib::index_t total, const std::string& extra = "") {

@@ -16,6 +16,9 @@
 //            --kd-only / --plain-only  (one kind of student: for sweeps of T and alpha, which
 //                                       plain does not use)
 //            --quick  (2,000 training images, 500 test images, 1 epoch, 2 seeds: the CI smoke test)
+//   numeric values are checked whole (else a message and exit code 2): --epochs 1-10000, --seeds 1-1000,
+//   --first-seed 0-10^9, --T in (0, 1000], --alpha in [0, 1], --lr in (0, 10], --batch 1-60000,
+//   --train 0-60000, --shift 0-27
 #include <time.h>
 
 #include <algorithm>
@@ -67,15 +70,18 @@ static options parse(int argc, char** argv) {
     else if (a == "--int8-teacher") o.int8_teacher = true;
     else if (a == "--flip") o.augment.flip = true;
     else if (a == "--no-flip") o.augment.flip = false;
-    else if (a == "--shift") o.augment.shift = std::atol(next().c_str());
-    else if (a == "--epochs") o.epochs = std::atoi(next().c_str()), epochs_given = true;
-    else if (a == "--seeds") o.seeds = std::atoi(next().c_str()), seeds_given = true;
-    else if (a == "--first-seed") o.first_seed = std::atoi(next().c_str());
-    else if (a == "--T") o.temperature = std::strtof(next().c_str(), nullptr);
-    else if (a == "--alpha") o.alpha = std::strtof(next().c_str(), nullptr);
-    else if (a == "--lr") o.lr = std::strtof(next().c_str(), nullptr);
-    else if (a == "--batch") o.batch = std::atol(next().c_str());
-    else if (a == "--train") o.train = std::atol(next().c_str()), train_given = true;
+    else if (a == "--shift") o.augment.shift = fm::parse_shift(next());
+    else if (a == "--epochs") o.epochs = fm::parse_epochs(next()), epochs_given = true;
+    else if (a == "--seeds")
+      o.seeds = static_cast<int>(fm::parse_integer("--seeds", next(), 1, 1000, "a number of seeds in [1, 1000]")),
+      seeds_given = true;
+    else if (a == "--first-seed")  // seeds first_seed .. first_seed + seeds - 1 must fit an int
+      o.first_seed = static_cast<int>(fm::parse_integer("--first-seed", next(), 0, 1000000000, "a seed in [0, 10^9]"));
+    else if (a == "--T") o.temperature = fm::parse_temperature(next());
+    else if (a == "--alpha") o.alpha = fm::parse_alpha(next());
+    else if (a == "--lr") o.lr = fm::parse_lr(next());
+    else if (a == "--batch") o.batch = fm::parse_integer("--batch", next(), 1, 60000, "a batch size in [1, 60000]");
+    else if (a == "--train") o.train = fm::parse_train_count(next()), train_given = true;
     else if (a == "--out") next();  // the CI smoke test passes --out to every Fashion-MNIST example; nothing is written
     else {
       std::fprintf(stderr, "unknown option %s (see the comment at the top of examples/kd_fashion_mnist.cpp)\n",
@@ -88,10 +94,8 @@ static options parse(int argc, char** argv) {
     if (!seeds_given) o.seeds = 2;
     if (!train_given) o.train = 2000;
   }
-  if (o.epochs < 1 || o.seeds < 1 || o.first_seed < 0 || o.batch < 1 || o.augment.shift < 0 ||
-      (o.kd_only && o.plain_only)) {
-    std::fprintf(stderr, "--epochs, --seeds and --batch must be >= 1, --first-seed and --shift >= 0; --kd-only and "
-                         "--plain-only exclude each other\n");
+  if (o.kd_only && o.plain_only) {
+    std::fprintf(stderr, "--kd-only and --plain-only exclude each other\n");
     std::exit(2);
   }
   return o;

@@ -8,6 +8,8 @@
 //            --sgd (SGD with momentum 0.9 instead of Adam)  --constant-lr (no decay)  --epochs N  --seed S
 //            --calibration N  --train N (fine-tuning images, 0 = all)
 //            --quick  (512 fine-tuning images, 500 test images, no timing: the CI smoke test)
+//   numeric values are checked whole (else a message and exit code 2): --lr in (0, 10], --epochs 1-10000,
+//   --seed 0 to 2^64-1, --calibration 1-60000, --train 0-60000
 #include <time.h>
 
 #include <algorithm>
@@ -58,14 +60,14 @@ static options parse(int argc, char** argv) {
     else if (a == "--quick") o.quick = true;
     else if (a == "--sgd") o.use_sgd = true;
     else if (a == "--constant-lr") o.cosine = false;
-    else if (a == "--lr") o.lr = std::strtof(next().c_str(), nullptr);
-    else if (a == "--epochs") o.epochs = std::atoi(next().c_str());
-    else if (a == "--seed") o.seed = std::strtoull(next().c_str(), nullptr, 10);
+    else if (a == "--lr") o.lr = fm::parse_lr(next());
+    else if (a == "--epochs") o.epochs = fm::parse_epochs(next());
+    else if (a == "--seed") o.seed = fm::parse_seed("--seed", next());
     else if (a == "--calibration") {
-      o.calibration = std::atol(next().c_str());
+      o.calibration = fm::parse_calibration(next());
       calibration_given = true;
     } else if (a == "--train") {
-      o.train = std::atol(next().c_str());
+      o.train = fm::parse_train_count(next());
       train_given = true;
     } else {
       std::fprintf(stderr, "unknown option %s (see the comment at the top of examples/prune_fashion_mnist.cpp)\n",

@@ -8,6 +8,8 @@
 //            --lsq  (learned scales and zero points, LSQ, with their own learning rate:
 //                    --lsq-lr-scale X times the weights', default 0.01)
 //            --quick  (2,000 training images, 500 test images, --distill: the CI smoke test)
+//   numeric values are checked whole (else a message and exit code 2): --epochs 1-10000, --lr in (0, 10],
+//   --seed 0 to 2^64-1, --T in (0, 1000], --alpha in [0, 1], --lsq-lr-scale in (0, 1000]
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -39,15 +41,16 @@ options parse(int argc, char** argv) {
     auto next = [&] { return fm::option_value(argc, argv, i); };
     if (a == "--data") o.data = next();
     else if (a == "--weights") o.weights = next();
-    else if (a == "--epochs") o.epochs = std::atol(next().c_str());
-    else if (a == "--lr") o.lr = static_cast<float>(std::atof(next().c_str()));
-    else if (a == "--seed") o.seed = std::strtoull(next().c_str(), nullptr, 10);
+    else if (a == "--epochs") o.epochs = fm::parse_epochs(next());
+    else if (a == "--lr") o.lr = fm::parse_lr(next());
+    else if (a == "--seed") o.seed = fm::parse_seed("--seed", next());
     else if (a == "--quick") o.quick = o.distill = true;
     else if (a == "--distill") o.distill = true;
-    else if (a == "--T") o.temperature = std::strtof(next().c_str(), nullptr);
-    else if (a == "--alpha") o.alpha = std::strtof(next().c_str(), nullptr);
+    else if (a == "--T") o.temperature = fm::parse_temperature(next());
+    else if (a == "--alpha") o.alpha = fm::parse_alpha(next());
     else if (a == "--lsq") o.lsq = true;
-    else if (a == "--lsq-lr-scale") o.lsq_lr_scale = std::strtof(next().c_str(), nullptr);
+    else if (a == "--lsq-lr-scale")
+      o.lsq_lr_scale = fm::parse_float("--lsq-lr-scale", next(), 0.0f, 1000.0f, "a scale in (0, 1000]", true);
     else if (a == "--out") next();  // accepted for the CI smoke test; nothing is written
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
