@@ -141,8 +141,8 @@ TEST_CASE("sparse_gemm N:M equals the dense reference on every ISA", "[sparse][n
 }
 
 TEST_CASE("sparse_gemm N:M over several row blocks (each copied for the AVX-512 kernel)", "[sparse][nm]") {
-  // K = 4100 makes the driver's row blocks 48 rows (gemm::detail::row_block_rows), so
-  // M = 100 runs three blocks, the last one short; K is not a multiple of 16 either.
+  // K = 4100 makes the driver's row blocks 24 rows (gemm::detail::row_block_rows), so
+  // M = 100 runs five blocks, the last one 4 rows; K is not a multiple of 16 either.
   // N = 20: one 16-column group and a tail (the case is slow under ASan otherwise).
   const index_t k = 4100, n = 20, m = 100;
   REQUIRE(gemm::detail::row_block_rows(k) < m / 2);
