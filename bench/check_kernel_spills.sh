@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Checks that the hot loops of qlib's x86 GEMM micro-kernels keep their accumulators in
-# registers: compiles every kernel tile with g++ and clang++ at -O2 and -O3, finds in
-# each function the loop with the most vpdpbusd/vpmaddwd, and counts the vector loads
-# and stores to the stack inside it. Prints one line per (compiler, level, kernel);
-# exits 1 if any hot loop touches the stack, or if the AVX-VNNI kernel (which must run
-# on CPUs without AVX-512) contains an EVEX-encoded instruction.
+# registers: compiles every kernel tile (dense, convolution, sparse N:M and block) with
+# g++ and clang++ at -O2 and -O3, and with g++ -O3 -mtune=znver3 (what g++ 12 makes of
+# -march=native on Zen 3/4), finds in each function the loop with the most
+# vpdpbusd/vpmaddwd, and counts the vector loads and stores to the stack inside it.
+# Prints one line per (compiler, flags, kernel); exits 1 if any hot loop touches the
+# stack, if an N:M tile's hot loop folds a load into a vpshufb or vpdpbusd (a load per
+# row instead of one per column vector), or if the AVX-VNNI kernel (which must run on
+# CPUs without AVX-512) contains an EVEX-encoded instruction.
 #
 # Why: g++ 12 -O3 (-ftree-partial-pre) has kept stack copies of accumulators inside
 # these loops (19-37 zmm spills per k group, half the speed) whenever the code around
-# the loop changed; see the empty asm "pins" in kernels/*/gemm_panel.hpp.
+# the loop changed; see the empty asm "pins" in kernels/*/gemm_panel.hpp. With
+# -mtune=znver3 g++ folded the indices and values of two of the N:M tile's four column
+# vectors into every row's vpshufb/vpdpbusd, which made the 2:4 kernel load-bound
+# (1.05-1.09x dense instead of 1.4x).
 #   usage: bench/check_kernel_spills.sh [repo root]
 set -euo pipefail
 root=$(cd "${1:-$(dirname "$0")/..}" && pwd)
@@ -20,6 +26,8 @@ cat > "$work/kernels.cpp" <<'CPP'
 #include "qlib/kernels/avx512vnni/gemm_panel.hpp"
 #include "qlib/kernels/avx_vnni/gemm_panel.hpp"
 #include "qlib/kernels/avx512vnni/conv_panel.hpp"
+#include "qlib/kernels/avx512vnni/sparse_block_panel.hpp"
+#include "qlib/kernels/avx512vnni/sparse_nm_panel.hpp"
 #include "qlib/gemm/output_stages.hpp"
 using namespace qlib;
 using namespace qlib::kernels;
@@ -45,13 +53,20 @@ STRIP(avx2_detail, 4, false) STRIP(avx2_detail, 4, true) STRIP(avx2_detail, 1, t
 STRIP(avx2_7bit_detail, 4, false) STRIP(avx2_7bit_detail, 4, true) STRIP(avx2_7bit_detail, 1, true)
 STRIP(avx_vnni_detail::vex, 6, false) STRIP(avx_vnni_detail::vex, 6, true) STRIP(avx_vnni_detail::vex, 2, true)
 STRIP(avx_vnni_detail::evex, 6, false) STRIP(avx_vnni_detail::evex, 6, true)
+// The sparse tiles (prune/sparse_nm.hpp, prune/sparse_block.hpp): N:M full heights and one short.
+#define NM(MR, NV) template void avx512vnni_sparse_detail::nm_tile<MR, NV>(index_t, int, const std::uint8_t*, index_t, \
+    const std::int8_t*, const std::int32_t*, std::int32_t*, index_t, index_t);
+NM(5, 4) NM(7, 3) NM(8, 2) NM(10, 1) NM(3, 4) NM(5, 1) NM(2, 2)
+#define BLOCK(MR, F) template void avx512vnni_sparse_detail::block_tile<MR, F>(index_t, const std::uint8_t*, index_t, \
+    const std::int32_t*, const std::int8_t*, index_t, const std::int32_t*, std::int32_t*, index_t, index_t);
+BLOCK(12, false) BLOCK(12, true) BLOCK(2, false)
 CPP
 status=0
-for cxx in g++ clang++; do
-  for opt in -O2 -O3; do
-    "$cxx" -std=c++17 "$opt" -DNDEBUG -I"$root/include" -c "$work/kernels.cpp" -o "$work/k.o"
+for config in "g++ -O2" "g++ -O3" "g++ -O3 -mtune=znver3" "clang++ -O2" "clang++ -O3"; do
+    read -r -a cmd <<< "$config"
+    "${cmd[@]}" -std=c++17 -DNDEBUG -I"$root/include" -c "$work/kernels.cpp" -o "$work/k.o"
     objdump -d --no-show-raw-insn -C "$work/k.o" > "$work/k.s"
-    python3 - "$work/k.s" "$cxx $opt" <<'PY' || status=1
+    python3 - "$work/k.s" "$config" <<'PY' || status=1
 import re, sys
 text = open(sys.argv[1]).read()
 bad = False
@@ -74,15 +89,18 @@ for fn in re.split(r'\n(?=[0-9a-f]+ <)', text):
         # The AVX-VNNI kernel must run on CPUs without AVX-512: no EVEX-only encoding.
         evex = [x for x in lines if ('vpdpbusd' in x and '{vex}' not in x) or re.search(r'%[xyz]mm(1[6-9]|2\d|3[01])\b|%zmm|%k[0-7]|\{1to|vpbroadcast[bwdq]\s+%[er]', x)]
         if evex:
-            print(f"{sys.argv[2]:12} {short:40} EVEX instruction in a VEX-only kernel: {evex[0].strip()}"); bad = True
+            print(f"{sys.argv[2]:21} {short:40} EVEX instruction in a VEX-only kernel: {evex[0].strip()}"); bad = True
     if best is None:
-        print(f"{sys.argv[2]:12} {short:40} no loop found"); bad = True; continue
+        print(f"{sys.argv[2]:21} {short:40} no loop found"); bad = True; continue
     n, body = best
     stack = sum(bool(re.search(r'\((%rsp|%rbp)\)', x)) and 'mm' in x for x in body)
-    print(f"{sys.argv[2]:12} {short:40} {n:2} multiply-adds, {stack} vector stack accesses")
-    bad = bad or stack > 0
+    # N:M tiles load each column vector's values and indices once per step; a folded
+    # vpshufb/vpdpbusd memory operand re-reads them for every row.
+    folded = sum(bool(re.search(r'(vpshufb|vpdpbusd)\s+-?(0x[0-9a-f]+)?\(', x)) for x in body) if 'nm_tile<' in name.group(1) else 0
+    print(f"{sys.argv[2]:21} {short:40} {n:2} multiply-adds, {stack} vector stack accesses" +
+          (f", {folded} folded loads" if 'nm_tile<' in name.group(1) else ""))
+    bad = bad or stack > 0 or folded > 0
 sys.exit(1 if bad else 0)
 PY
-  done
 done
 exit $status

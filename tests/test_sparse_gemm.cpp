@@ -140,6 +140,23 @@ TEST_CASE("sparse_gemm N:M equals the dense reference on every ISA", "[sparse][n
   }
 }
 
+TEST_CASE("sparse_gemm N:M on every tile width and height of the AVX-512 kernel", "[sparse][nm]") {
+  // Panels with 1-16, 17-32, 33-48 and 49-64 real columns take the 10 x 16, 8 x 32,
+  // 7 x 48 and 5 x 64 tiles; M from 1 to 11 takes each full height, the shorter ones
+  // below it and a partial last tile. int32 output, so every sum is compared.
+  const index_t k = 40;
+  for (const index_t n : {9, 16, 25, 32, 41, 48, 57, 64})
+    for (index_t m = 1; m <= 11; ++m) {
+      const auto b = random_nm(k, n, 2, 4, true);
+      const auto wp = weight_params(n, 0);
+      const auto w = prune::pack_nm(b.cview(), 2, 4, wp);
+      auto run = [&](auto a, gemm::activation_params ap, const auto& pipe, auto c, gemm::gemm_options opt) {
+        prune::sparse_gemm(a, ap, w, pipe, c, opt);
+      };
+      check_case<std::uint8_t>(m, b, wp, rand_int(0, 255), std::tuple<>{}, run);
+    }
+}
+
 TEST_CASE("sparse_gemm N:M over several row blocks (each copied for the AVX-512 kernel)", "[sparse][nm]") {
   // K = 4100 makes the driver's row blocks 24 rows (gemm::detail::row_block_rows), so
   // M = 100 runs five blocks, the last one 4 rows; K is not a multiple of 16 either.

@@ -23,30 +23,54 @@ QLIB_KERNEL_BEGIN
 // values. For 2:4 a row costs per 16 k and 16 columns 2 vpshufb + 2 vpdpbusd where the
 // dense kernel needs 4 vpdpbusd. (The former 16-byte broadcast per row took a shuffle
 // slot of its own on Zen 4: 1.22-1.29x dense with it.)
-// Tiles: MR rows x 16 * NV columns, MR * NV accumulators + NV values + NV indices + a
-// row + a gather must fit 32 zmm: 5 x 64 (30), 7 x 48 (29), 12 x 32 (30), 12 x 16 (16;
-// more rows run out of general registers for the row pointers).
+// Tiles: MR rows x 16 * NV columns in 32 zmm: 5 x 64 and 7 x 48 (MR * NV accumulators,
+// the MR rows of a step, a column vector's values and indices, a gather: 30 and 31), 8 x
+// 32 (27) and 10 x 16 (14; a row at a time). 12-row tiles spilled accumulators in g++
+// or clang, and ran short of general registers for the row pointers;
+// bench/check_kernel_spills.sh checks every tile's hot loop.
 namespace qlib {
 namespace kernels {
 namespace avx512vnni_sparse_detail {
 
 // One step of the tile at window offset `offset` (bytes): acc[r][v] += gather(row r) . values.
+// Each column vector's values and indices are loaded once and pinned in registers (an
+// empty asm): left alone, g++ folds some of them into every row's vpshufb/vpdpbusd (a
+// load per row; with -mtune=znver3, i.e. -march=native on Zen 4, two of the four column
+// vectors, which made the 2:4 kernel load-bound at 1.05-1.09x dense). When the rows fit
+// in registers too, they are loaded first and the column vectors go one at a time.
 template <int MR, int NV>
 QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void nm_step(__m512i (&acc)[MR][NV], const std::uint8_t* const* row,
                                                         index_t offset, const std::int8_t* step) {
-  __m512i wv[NV], iv[NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) {
-    wv[v] = _mm512_load_si512(step + 64 * v);
-    iv[v] = _mm512_load_si512(step + prune::nm_index_offset + 64 * v);
-  }
+  if constexpr (NV > 1 && MR * NV + MR + 3 <= 32) {  // accumulators, rows, values, indices, a gather
+    __m512i av[MR];
 #pragma GCC unroll 12
-  for (int r = 0; r < MR; ++r) {
-    const __m512i av = _mm512_loadu_si512(row[r] + offset);
+    for (int r = 0; r < MR; ++r) av[r] = _mm512_loadu_si512(row[r] + offset);
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], _mm512_shuffle_epi8(av, iv[v]), wv[v]);
-      __asm__("" : "+v"(acc[r][v]));  // keeps g++ from stack copies of the accumulators (see gemm_panel.hpp)
+      __m512i wv = _mm512_load_si512(step + 64 * v), iv = _mm512_load_si512(step + prune::nm_index_offset + 64 * v);
+      __asm__("" : "+v"(wv), "+v"(iv));
+#pragma GCC unroll 12
+      for (int r = 0; r < MR; ++r) {
+        acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], _mm512_shuffle_epi8(av[r], iv), wv);
+        __asm__("" : "+v"(acc[r][v]));  // keeps g++ from stack copies of the accumulators (see gemm_panel.hpp)
+      }
+    }
+  } else {  // all column vectors in registers, a row at a time
+    __m512i wv[NV], iv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      wv[v] = _mm512_load_si512(step + 64 * v);
+      iv[v] = _mm512_load_si512(step + prune::nm_index_offset + 64 * v);
+      __asm__("" : "+v"(wv[v]), "+v"(iv[v]));
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      const __m512i av = _mm512_loadu_si512(row[r] + offset);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], _mm512_shuffle_epi8(av, iv[v]), wv[v]);
+        __asm__("" : "+v"(acc[r][v]));
+      }
     }
   }
 }
@@ -123,7 +147,7 @@ QLIB_TARGET_AVX512_VNNI __attribute__((noinline)) void nm_tile(index_t windows, 
 
 // Tile heights: the full one for NV, and for short M the next ones down to 1.
 template <int NV>
-constexpr int nm_rows = NV == 4 ? 5 : NV == 3 ? 7 : 12;
+constexpr int nm_rows = NV == 4 ? 5 : NV == 3 ? 7 : NV == 2 ? 8 : 10;
 
 template <int NV, int MR = nm_rows<NV>>
 QLIB_TARGET_AVX512_VNNI QLIB_ALWAYS_INLINE void run_nm_tile(index_t mr, index_t windows, int dwords, const std::uint8_t* a,
