@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Checks that the hot loops of qlib's x86 GEMM micro-kernels keep their accumulators in
-# registers: compiles every kernel tile (dense, convolution, sparse N:M and block) with
-# g++ and clang++ at -O2 and -O3, and with g++ -O3 -mtune=znver3 (what g++ 12 makes of
-# -march=native on Zen 3/4), finds in each function the loop with the most
-# vpdpbusd/vpmaddwd, and counts the vector loads and stores to the stack inside it.
+# registers: compiles every kernel tile (int8 dense, convolution, sparse N:M and block;
+# fp32) with g++ and clang++ at -O2 and -O3, and with g++ -O3 -mtune=znver3 (what g++ 12
+# makes of -march=native on Zen 3/4), finds in each function the loop with the most
+# vpdpbusd/vpmaddwd/vfmadd, and counts the vector loads and stores to the stack inside it.
 # Prints one line per (compiler, flags, kernel); exits 1 if any hot loop touches the
 # stack, if an N:M tile's hot loop folds a load into a vpshufb or vpdpbusd (a load per
 # row instead of one per column vector), or if the AVX-VNNI kernel (which must run on
@@ -28,6 +28,8 @@ cat > "$work/kernels.cpp" <<'CPP'
 #include "qlib/kernels/avx512vnni/conv_panel.hpp"
 #include "qlib/kernels/avx512vnni/sparse_block_panel.hpp"
 #include "qlib/kernels/avx512vnni/sparse_nm_panel.hpp"
+#include "qlib/kernels/avx2/sgemm_panel.hpp"
+#include "qlib/kernels/avx512/sgemm_panel.hpp"
 #include "qlib/gemm/output_stages.hpp"
 using namespace qlib;
 using namespace qlib::kernels;
@@ -60,6 +62,13 @@ NM(5, 4) NM(7, 3) NM(8, 2) NM(10, 1) NM(3, 4) NM(5, 1) NM(2, 2)
 #define BLOCK(MR, F) template void avx512vnni_sparse_detail::block_tile<MR, F>(index_t, const std::uint8_t*, index_t, \
     const std::int32_t*, const std::int8_t*, index_t, const std::int32_t*, std::int32_t*, index_t, index_t);
 BLOCK(12, false) BLOCK(12, true) BLOCK(2, false)
+// The fp32 GEMM tiles (gemm/sgemm.hpp), A row-major and k-major.
+#define SG512(MR, NV, R) template void avx512_sgemm_detail::tile<MR, NV, R>(index_t, const float*, index_t, \
+    const float*, float*, index_t, index_t, const sgemm_tile_params&);
+SG512(12, 2, true) SG512(12, 2, false) SG512(12, 1, true) SG512(7, 2, false) SG512(1, 2, true)
+#define SG2(MR, R) template void avx2_sgemm_detail::tile<MR, R>(index_t, const float*, index_t, const float*, float*, \
+    index_t, index_t, const sgemm_tile_params&);
+SG2(6, true) SG2(6, false) SG2(3, true)
 CPP
 status=0
 for config in "g++ -O2" "g++ -O3" "g++ -O3 -mtune=znver3" "clang++ -O2" "clang++ -O3"; do
@@ -81,7 +90,7 @@ for fn in re.split(r'\n(?=[0-9a-f]+ <)', text):
         m = re.search(r'\sj\w+\s+([0-9a-f]+)\s', l)
         if m and int(m.group(1), 16) < addr[i] and int(m.group(1), 16) in addr:
             body = lines[addr.index(int(m.group(1), 16)):i + 1]
-            n = sum(('vpdpbusd' in x) or ('vpmaddwd' in x) for x in body)
+            n = sum(('vpdpbusd' in x) or ('vpmaddwd' in x) or ('vfmadd' in x) for x in body)
             if n and (best is None or n > best[0]):
                 best = (n, body)
     short = re.sub(r'qlib::kernels::|\(.*', '', name.group(1))
