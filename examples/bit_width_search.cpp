@@ -18,6 +18,7 @@
 
 #include "fashion_mnist_common.hpp"
 #include "qlib/nn/bit_width_search.hpp"
+#include "qlib/nn/quantized_io.hpp"
 #include "qlib/nn/state_dict.hpp"
 #include "qlib/nn/static_quantization.hpp"
 
@@ -77,7 +78,7 @@ options parse(int argc, char** argv) {
 struct row {
   std::string budget, method, bits;
   double average_bits = 0, predicted = 0, measured = 0, weight_acc = 0, int8_acc = 0;
-  std::int64_t bytes = 0;
+  std::int64_t bytes = 0, file_bytes = 0;
 };
 
 std::string bits_string(const qlib::nn::bit_width_plan& p) {
@@ -121,18 +122,21 @@ int main(int argc, char** argv) {
   // 2. Plans per budget, and uniform widths of the same size. The float model's outputs on
   // the calibration and test images are computed once (plan_evaluator).
   const qlib::nn::plan_evaluator on_calib(model, calib), on_test(model, test.images.cview(), test.label_view());
-  auto int8_accuracy = [&](const qlib::nn::bit_width_plan& p) {
-    // as examples/fashion_mnist.cpp, with the plan's per-layer weight bits
+  auto int8_model = [&](const qlib::nn::bit_width_plan& p, row& w) {
+    // as examples/fashion_mnist.cpp, with the plan's per-layer weight bits; the file is
+    // what nn::save_quantized writes (codes of 4 bits or fewer packed)
     qlib::nn::static_quantizer<qlib::histogram_observer> q(model, p.quantization_options());
     for (index_t b0 = 0; b0 < calib.shape(0); b0 += 100)
       q.observe(calib.slice(0, b0, std::min(calib.shape(0), b0 + 100)));
-    return fm::test_accuracy(q.convert(), test);
+    const qlib::nn::quantized_sequential m = q.convert();
+    w.int8_acc = fm::test_accuracy(m, test);
+    w.file_bytes = static_cast<std::int64_t>(qlib::nn::save_quantized(m).to_bytes().size());
   };
   auto measure = [&](const std::string& budget, const std::string& method, const qlib::nn::bit_width_plan& p) {
-    row w{budget, method, bits_string(p), p.average_bits(), p.predicted, 0, 0, 0, p.size_bytes()};
+    row w{budget, method, bits_string(p), p.average_bits(), p.predicted, 0, 0, 0, p.size_bytes(), 0};
     w.measured = on_calib(p).measured;
     w.weight_acc = on_test(p).accuracy;
-    w.int8_acc = int8_accuracy(p);
+    int8_model(p, w);
     return w;
   };
   std::vector<row> rows;
@@ -150,23 +154,24 @@ int main(int argc, char** argv) {
   std::printf("\nfloat model: test accuracy %.2f%%; weight bytes = weights packed at their bit widths + fp32 scales "
               "per channel\n\n",
               100 * float_acc);
-  std::printf("%-7s %-8s %-12s %8s %8s %11s %11s %9s %9s\n", "budget", "method", "bits/layer", "avg bits", "bytes",
-              "predicted", "measured", "w-only", "int8");
+  std::printf("%-7s %-8s %-12s %8s %8s %11s %11s %9s %9s %10s\n", "budget", "method", "bits/layer", "avg bits",
+              "bytes", "predicted", "measured", "w-only", "int8", "int8 file");
   for (const row& w : rows)
-    std::printf("%-7s %-8s %-12s %8.3f %8lld %11.3e %11.3e %8.2f%% %8.2f%%\n", w.budget.c_str(), w.method.c_str(),
-                w.bits.c_str(), w.average_bits, static_cast<long long>(w.bytes), w.predicted, w.measured,
-                100 * w.weight_acc, 100 * w.int8_acc);
+    std::printf("%-7s %-8s %-12s %8.3f %8lld %11.3e %11.3e %8.2f%% %8.2f%% %10lld\n", w.budget.c_str(),
+                w.method.c_str(), w.bits.c_str(), w.average_bits, static_cast<long long>(w.bytes), w.predicted,
+                w.measured, 100 * w.weight_acc, 100 * w.int8_acc, static_cast<long long>(w.file_bytes));
   std::printf("(predicted: sum of the layers' sensitivities; measured: all layers quantized at once, on the "
               "calibration images;\n w-only: test accuracy with quantized weights and float activations; int8: the "
-              "static int8 model with these weight bits)\n");
+              "static int8 model with these weight bits;\n int8 file: its nn::save_quantized file, codes of 4 bits or fewer packed two or four per byte)\n");
 
   if (!o.out.empty()) {
     std::filesystem::create_directories(o.out);
     std::ofstream csv(o.out + "/bit_width_search.csv");
-    csv << "budget,method,bits,average_bits,bytes,predicted,measured,weight_only_accuracy,int8_accuracy\n";
+    csv << "budget,method,bits,average_bits,bytes,predicted,measured,weight_only_accuracy,int8_accuracy,int8_file_bytes\n";
     for (const row& w : rows)
       csv << w.budget << ',' << w.method << ',' << w.bits << ',' << w.average_bits << ',' << w.bytes << ','
-          << w.predicted << ',' << w.measured << ',' << w.weight_acc << ',' << w.int8_acc << '\n';
+          << w.predicted << ',' << w.measured << ',' << w.weight_acc << ',' << w.int8_acc << ',' << w.file_bytes
+          << '\n';
   }
   return 0;
 }

@@ -126,6 +126,16 @@ io::safetensors_writer copy_file(const io::safetensors_file& f, const std::set<s
 }
 io::safetensors_file reparse(const io::safetensors_writer& w) { return io::safetensors_file::parse(w.to_bytes()); }
 
+// f with tensor `name` replaced by t (malformed-file tests).
+template <class T>
+io::safetensors_writer copy_replacing(const io::safetensors_file& f, const std::string& name, const T& t) {
+  io::safetensors_writer w = copy_file(f, {name});
+  w.add(name, t);
+  return w;
+}
+
+nn::quantized_sequential load_written(const io::safetensors_writer& w) { return nn::load_quantized(reparse(w)); }
+
 tensor<float, 1> floats(std::initializer_list<float> v) {
   tensor<float, 1> t(extents<1>{static_cast<index_t>(v.size())});
   std::copy(v.begin(), v.end(), t.begin());
@@ -634,6 +644,142 @@ TEST_CASE("quantized files: pruned weights are stored sparse, and load back bit 
   }
 }
 
+TEST_CASE("quantized files: weights of 4 bits or fewer are stored packed, and load back bit for bit",
+          "[nn][io][quantized]") {
+  // make_qmodel's weighted layers 0, 2, 4, 6, 7 at 4, 2, 3, 8 and 4 bits: int4, int2,
+  // int4 (3-bit codes), dense, int4.
+  for (const auto& scheme : {schemes::s8_symmetric, schemes::s8_asymmetric}) {
+    INFO("weights " << (scheme.sym == symmetry::symmetric ? "symmetric" : "affine (zero points)"));
+    nn::static_quantization_options opt;
+    opt.weight_scheme = scheme;
+    opt.weight_bits = {4, 2, 3, 8, 4};
+    const nn::quantized_sequential q = quantize_model(make_qmodel(), opt, 3, qmodel_input);
+    const std::vector<std::uint8_t> dense = nn::save_quantized(q, {nn::weight_storage::dense}).to_bytes();
+    const std::vector<std::uint8_t> packed = nn::save_quantized(q).to_bytes();
+    const io::safetensors_file fd = io::safetensors_file::parse(dense), fp = io::safetensors_file::parse(packed);
+    CHECK(fd.metadata().at("qlib.format") == "quantized_sequential/1");
+    CHECK(fp.metadata().at("qlib.format") == "quantized_sequential/3");
+    index_t saved = 0;
+    const std::pair<const char*, int> layers[] = {{"0.", 4}, {"2.", 2}, {"4.", 4}, {"6.", 8}, {"7.", 4}};
+    for (const auto& [layer, bits] : layers) {
+      INFO("layer " << layer);
+      const std::string l(layer);
+      const std::vector<index_t> shape = fd.at(l + "weight").shape;
+      const index_t out = shape[0], k = shape[1] * shape[2] * shape[3];
+      CHECK_FALSE(fp.contains(l + "weight_mask"));
+      if (bits == 8) {
+        CHECK(fp.contains(l + "weight"));
+        continue;
+      }
+      CHECK_FALSE(fp.contains(l + "weight"));
+      const std::string name = l + (bits == 2 ? "weight_int2" : "weight_int4");
+      REQUIRE(fp.contains(name));
+      const index_t row_bytes = (k + 8 / bits - 1) / (8 / bits);
+      CHECK(fp.at(name).shape == std::vector<index_t>({out, row_bytes}));
+      saved += out * k - out * row_bytes;
+    }
+    INFO("dense file " << dense.size() << " bytes, packed " << packed.size());
+    CHECK(static_cast<index_t>(dense.size() - packed.size()) >= saved - 1024);  // headers differ a little
+    const nn::quantized_sequential back = load_bytes(packed);
+    CHECK(weight_codes(back) == weight_codes(q));
+    const tensor<float, 4> x = qmodel_input(4);
+    CHECK(first_bit_difference(back.forward(x.cview()), q.forward(x.cview())) == -1);
+    CHECK(nn::save_quantized(back).to_bytes() == packed);
+  }
+  SECTION("the width follows the codes' range: [-2, 1] int2, [-8, 7] int4, else 8 bits") {
+    const nn::quantized_sequential base = quantize_model(make_qmodel(), {}, 3, qmodel_input);
+    struct range_case {
+      int lo, hi;
+      const char* stored;
+    };
+    for (const range_case rc : {range_case{-2, 1, "0.weight_int2"}, range_case{-2, 2, "0.weight_int4"},
+                                range_case{-3, 1, "0.weight_int4"}, range_case{-8, 7, "0.weight_int4"},
+                                range_case{-9, 7, "0.weight"}, range_case{-8, 8, "0.weight"}}) {
+      INFO("codes in [" << rc.lo << ", " << rc.hi << "]");
+      nn::quantized_sequential q = base;
+      tensor<std::int8_t, 2>& codes = std::get<nn::qconv2d>(q.layers[0]).w.values;
+      index_t i = 0;
+      for (auto& c : codes) c = static_cast<std::int8_t>(rc.lo + i++ % (rc.hi - rc.lo + 1));  // both ends occur
+      const io::safetensors_file f = io::safetensors_file::parse(nn::save_quantized(q).to_bytes());
+      CHECK(f.contains(rc.stored));
+      CHECK(weight_codes(nn::load_quantized(f)) == weight_codes(q));
+    }
+  }
+  SECTION("pruned 4-bit weights take the smaller of sparse and packed") {
+    // 70% zeros: sparse is 0.3 n + n / 8 bytes, packed n / 2, so sparse wins; kept
+    // codes stay 8-bit wide, and the file is format /2.
+    nn::sequential pruned = make_qmodel();
+    zero_most_weights(pruned);
+    nn::static_quantization_options opt;
+    opt.weight_bits = {4, 4, 4, 4, 4};
+    const nn::quantized_sequential q = quantize_model(pruned, opt, 3, qmodel_input);
+    const io::safetensors_file f = io::safetensors_file::parse(nn::save_quantized(q).to_bytes());
+    CHECK(f.metadata().at("qlib.format") == "quantized_sequential/2");
+    CHECK(f.contains("0.weight_mask"));
+    CHECK_FALSE(f.contains("0.weight_int4"));
+    CHECK(weight_codes(nn::load_quantized(f)) == weight_codes(q));
+  }
+}
+
+TEST_CASE("quantized files: malformed packed weights are refused", "[nn][io][quantized][errors]") {
+  // A 1x1 conv 3 -> 5 at 4 bits: 5 rows of 3 codes in 2 bytes each (4 padding bits),
+  // and a linear at 2 bits.
+  nn::sequential m{nn::conv2d(3, 5, nn::conv2d_options::square(1)), nn::relu{}};
+  randomize(m);
+  nn::static_quantization_options opt;
+  opt.weight_bits = {4};
+  const nn::quantized_sequential q = quantize_model(m, opt, 2, qmodel_input);
+  const io::safetensors_file f = io::safetensors_file::parse(nn::save_quantized(q).to_bytes());
+  REQUIRE(f.metadata().at("qlib.format") == "quantized_sequential/3");
+  REQUIRE(f.at("0.weight_int4").shape == std::vector<index_t>({5, 2}));
+  const auto load = load_written;
+  (void)load(copy_file(f));
+  auto replace = [&](const std::string& name, const auto& t) { return copy_replacing(f, name, t); };
+  const std::vector<std::uint8_t> bytes = f.values<std::uint8_t>("0.weight_int4");
+  auto u8 = [](std::vector<std::uint8_t> v, index_t rows) {
+    tensor<std::uint8_t, 2> t(extents<2>{rows, static_cast<index_t>(v.size()) / rows});
+    std::copy(v.begin(), v.end(), t.begin());
+    return t;
+  };
+  // A padding nibble set (row 2's high nibble of its second byte).
+  std::vector<std::uint8_t> padded = bytes;
+  padded[5] = static_cast<std::uint8_t>(padded[5] | 0x10);
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_int4", u8(padded, 5))), errc::invalid_argument);
+  // Wrong shape, wrong dtype.
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_int4", u8(std::vector<std::uint8_t>(bytes.begin(), bytes.end() - 2), 4))),
+                     errc::shape_mismatch);
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_int4", tensor<std::int8_t, 2>(extents<2>{5, 2}))), errc::invalid_argument);
+  // The same bytes read as 2-bit codes (shape [5, 1] expected): refused, not misread.
+  {
+    io::safetensors_writer w = copy_file(f, {"0.weight_int4"});
+    w.add("0.weight_int2", u8(bytes, 5));
+    QLIB_REQUIRE_ERROR(load(w), errc::shape_mismatch);
+  }
+  // No shape; packed and dense at once; packed and sparse at once; packed in /2 and /1 files.
+  QLIB_REQUIRE_ERROR(load(copy_file(f, {"0.weight_shape"})), errc::out_of_range);
+  {
+    io::safetensors_writer w = copy_file(f);
+    w.add("0.weight", tensor<std::int8_t, 4>(extents<4>{5, 1, 1, 3}));
+    QLIB_REQUIRE_ERROR(load(w), errc::invalid_argument);
+  }
+  {
+    io::safetensors_writer w = copy_file(f);
+    w.add("0.weight_mask", tensor<std::uint8_t, 1>(extents<1>{2}));
+    QLIB_REQUIRE_ERROR(load(w), errc::invalid_argument);
+  }
+  for (const char* format : {"quantized_sequential/2", "quantized_sequential/1"}) {
+    io::safetensors_writer w = copy_file(f);
+    w.set_metadata("qlib.format", format);
+    QLIB_REQUIRE_ERROR(load(w), errc::invalid_argument);
+  }
+  // An unknown format version is refused as such.
+  {
+    io::safetensors_writer w = copy_file(f);
+    w.set_metadata("qlib.format", "quantized_sequential/4");
+    QLIB_REQUIRE_ERROR(load(w), errc::unsupported);
+  }
+}
+
 TEST_CASE("quantized files: malformed sparse weights are refused", "[nn][io][quantized][errors]") {
   // A 1x1 conv 3 -> 5: 15 weights, so the mask's last byte has 1 unused bit.
   nn::sequential m{nn::conv2d(3, 5, nn::conv2d_options::square(1)), nn::relu{}};
@@ -643,13 +789,9 @@ TEST_CASE("quantized files: malformed sparse weights are refused", "[nn][io][qua
   const io::safetensors_file f = io::safetensors_file::parse(nn::save_quantized(q).to_bytes());
   REQUIRE(f.metadata().at("qlib.format") == "quantized_sequential/2");
   REQUIRE(f.at("0.weight_mask").numel() == 2);
-  auto load = [](const io::safetensors_writer& w) { return nn::load_quantized(reparse(w)); };
+  const auto load = load_written;
   (void)load(copy_file(f));
-  auto replace = [&](const std::string& name, auto t) {
-    io::safetensors_writer w = copy_file(f, {name});
-    w.add(name, t);
-    return w;
-  };
+  auto replace = [&](const std::string& name, const auto& t) { return copy_replacing(f, name, t); };
   const std::vector<std::uint8_t> mask = f.values<std::uint8_t>("0.weight_mask");
   const std::vector<std::int8_t> kept = f.values<std::int8_t>("0.weight_values");
   auto u8 = [](std::vector<std::uint8_t> v) {
@@ -716,7 +858,7 @@ TEST_CASE("quantized files: malformed files are refused", "[nn][io][quantized][e
   // 5 flatten, 6 qlinear (ReLU6), 7 qlinear (float logits).
   REQUIRE(f.metadata().at("qlib.layers") == "8");
   REQUIRE(f.metadata().at("qlib.layer.6") == "qlinear");
-  auto load = [](const io::safetensors_writer& w) { return nn::load_quantized(reparse(w)); };
+  const auto load = load_written;
   (void)load(copy_file(f));  // an untouched copy loads
 
   auto with_meta = [&](const std::string& key, const std::string& value) {
@@ -724,11 +866,7 @@ TEST_CASE("quantized files: malformed files are refused", "[nn][io][quantized][e
     w.set_metadata(key, value);
     return w;
   };
-  auto replace = [&](const std::string& name, auto t) {
-    io::safetensors_writer w = copy_file(f, {name});
-    w.add(name, t);
-    return w;
-  };
+  auto replace = [&](const std::string& name, const auto& t) { return copy_replacing(f, name, t); };
   auto i64 = [](std::initializer_list<std::int64_t> v) {
     tensor<std::int64_t, 1> t(extents<1>{static_cast<index_t>(v.size())});
     std::copy(v.begin(), v.end(), t.begin());
@@ -738,7 +876,7 @@ TEST_CASE("quantized files: malformed files are refused", "[nn][io][quantized][e
   SECTION("layer kinds and metadata") {
     QLIB_REQUIRE_ERROR(load(with_meta("qlib.layer.1", "lstm")), errc::unsupported);
     QLIB_REQUIRE_ERROR(load(with_meta("qlib.layer.1", "")), errc::unsupported);
-    QLIB_REQUIRE_ERROR(load(with_meta("qlib.format", "quantized_sequential/3")), errc::unsupported);
+    QLIB_REQUIRE_ERROR(load(with_meta("qlib.format", "quantized_sequential/4")), errc::unsupported);
     for (const char* key : {"qlib.format", "qlib.layers", "qlib.layer.0", "qlib.layer.7"}) {
       INFO("missing metadata " << key);
       QLIB_REQUIRE_ERROR(load(copy_file(f, {}, {key})), errc::invalid_argument);

@@ -8,12 +8,14 @@
 #include <variant>
 #include <vector>
 
+#include "qlib/core/packed_int.hpp"
 #include "qlib/io/safetensors.hpp"
 #include "qlib/nn/quantized_sequential.hpp"
 
 // File layout (all names documented here; loading checks each dtype and shape):
-//   metadata "qlib.format" = "quantized_sequential/1", or "/2" when some weight tensor
-//            is stored sparse (below), "qlib.layers" = number of layers,
+//   metadata "qlib.format" = "quantized_sequential/1", "/2" when some weight tensor is
+//            stored sparse, "/3" when some is stored packed (below; a reader of /3
+//            reads /1 and /2), "qlib.layers" = number of layers,
 //            "qlib.layer.<i>" = qconv2d | qlinear | max_pool2d | avg_pool2d | flatten
 //   "input.qparams"          F32 [2]  input scale, zero point (uint8 activations)
 //   qconv2d / qlinear <i>:
@@ -25,6 +27,14 @@
 //                                the unused high bits of the last byte are 0
 //   "<i>.weight_values"      I8  [popcount(mask)]  those codes, in order; the others are
 //                                their channel's zero point (a pruned weight's code)
+//   or, packed (format /3; weights of 4 bits or fewer, e.g. a bit-width search's plan):
+//   "<i>.weight_shape"       I64 [4]  the dense shape above
+//   "<i>.weight_int4"        U8  [out, ceil(k / 2)]  codes in [-8, 7], or
+//   "<i>.weight_int2"        U8  [out, ceil(k / 4)]  codes in [-2, 1]: row o holds output
+//                                channel o's k codes (k = the product of the other three
+//                                extents) in core/packed_int.hpp's layout (two's
+//                                complement, the earliest code in the lowest bits, the
+//                                unused bits of a row's last byte 0)
 //   "<i>.weight_scale"       F32 [out] (per channel) or [1] (per tensor)
 //   "<i>.weight_zero_point"  I32 same size as weight_scale
 //   "<i>.bias"               I32 [out]  (scale = input scale * weight scale)
@@ -40,7 +50,8 @@ namespace nn {
 // How save_quantized stores int8 weights.
 enum class weight_storage {
   dense,      // every code (format quantized_sequential/1, what older qlib reads)
-  automatic,  // per weight tensor, sparse (mask + kept codes) where that is fewer bytes
+  automatic,  // per weight tensor the fewest bytes of: every code, sparse (mask + kept
+              // codes), packed 4- or 2-bit codes when every code fits (ties: packed)
 };
 struct quantized_save_options {
   weight_storage weights = weight_storage::automatic;
@@ -79,17 +90,26 @@ inline std::int32_t weight_zero_point(const quant_params& params, index_t row) {
   return params.zero_point[params.size() == 1 ? 0 : static_cast<std::size_t>(row)];
 }
 
-// Writes the codes sparse when the mask and the kept codes take fewer bytes than the
-// codes; returns whether it did.
-inline bool save_sparse_codes(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w,
-                              const tensor_view<const std::int8_t, 4>& shaped) {
-  const index_t rows = shaped.shape(0), n = shaped.size(), per_row = rows > 0 ? n / rows : 0;
+inline void write_weight_shape(io::safetensors_writer& wr, const std::string& p,
+                               const tensor_view<const std::int8_t, 4>& shaped) {
+  tensor<std::int64_t, 1> shape(extents<1>{4});
+  for (std::size_t d = 0; d < 4; ++d) shape(static_cast<index_t>(d)) = shaped.shape(d);
+  wr.add(p + "weight_shape", shape);
+}
+
+// The codes that differ from their channel's zero point (what sparse storage keeps).
+inline index_t kept_codes(const quantized_weights& w, index_t rows, index_t per_row) {
   index_t kept = 0;
   for (index_t r = 0; r < rows; ++r) {
     const std::int32_t z = weight_zero_point(w.params, r);
     for (index_t j = 0; j < per_row; ++j) kept += w.values.data()[r * per_row + j] != z;
   }
-  if (kept + (n + 7) / 8 >= n) return false;
+  return kept;
+}
+
+inline void write_sparse_codes(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w,
+                               index_t rows, index_t per_row, index_t kept) {
+  const index_t n = rows * per_row;
   tensor<std::uint8_t, 1> mask(extents<1>{(n + 7) / 8});
   tensor<std::int8_t, 1> values(extents<1>{kept});
   for (auto& b : mask) b = 0;
@@ -104,35 +124,87 @@ inline bool save_sparse_codes(io::safetensors_writer& wr, const std::string& p, 
       values(t++) = c;
     }
   }
-  tensor<std::int64_t, 1> shape(extents<1>{4});
-  for (std::size_t d = 0; d < 4; ++d) shape(static_cast<index_t>(d)) = shaped.shape(d);
-  wr.add(p + "weight_shape", shape);
   wr.add(p + "weight_mask", mask);
   wr.add(p + "weight_values", values);
-  return true;
 }
 
-inline void save_weights(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w,
-                         const tensor_view<const std::int8_t, 4>& shaped, const quantized_save_options& opt,
-                         bool& any_sparse) {
+// The narrowest packed width that holds every code: 2 ([-2, 1]) or 4 ([-8, 7]) bits, else 8.
+inline int packed_code_bits(const quantized_weights& w) {
+  const auto [lo, hi] = std::minmax_element(w.values.begin(), w.values.end());
+  if (lo == w.values.end()) return 8;
+  if (*lo >= packed_format<2, true>::min && *hi <= packed_format<2, true>::max) return 2;
+  if (*lo >= packed_format<4, true>::min && *hi <= packed_format<4, true>::max) return 4;
+  return 8;
+}
+
+inline index_t packed_code_bytes(int bits, index_t rows, index_t per_row) {
+  return rows * (bits == 2 ? packed_row_bytes<2>(per_row) : packed_row_bytes<4>(per_row));
+}
+
+template <int Bits>
+void write_packed_codes(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w, index_t rows,
+                        index_t per_row) {
+  packed_tensor<Bits, true, 2> packed(extents<2>{rows, per_row});
+  pack<Bits, true, 2>(tensor_view<const std::int8_t, 2>(w.values.data(), {rows, per_row}), packed);
+  tensor<std::uint8_t, 2> bytes(extents<2>{rows, packed.row_bytes()});
+  std::copy(packed.data(), packed.data() + packed.byte_size(), bytes.data());
+  wr.add(p + (Bits == 2 ? "weight_int2" : "weight_int4"), bytes);
+}
+
+// Writes layer p's weights; returns the format version their codes need (1 dense, 2
+// sparse, 3 packed).
+inline int save_weights(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w,
+                        const tensor_view<const std::int8_t, 4>& shaped, const quantized_save_options& opt) {
   QLIB_ASSERT(shaped.size() == w.values.size());
-  if (opt.weights == weight_storage::automatic && save_sparse_codes(wr, p, w, shaped)) any_sparse = true;
-  else wr.add(p + "weight", shaped);
+  const index_t rows = shaped.shape(0), n = shaped.size(), per_row = rows > 0 ? n / rows : 0;
+  int version = 1;
+  if (opt.weights == weight_storage::automatic) {
+    const index_t kept = kept_codes(w, rows, per_row), sparse_bytes = kept + (n + 7) / 8;
+    const int bits = packed_code_bits(w);
+    const index_t packed_size = bits < 8 ? packed_code_bytes(bits, rows, per_row) : n;
+    if (packed_size < n && packed_size <= sparse_bytes) {
+      write_weight_shape(wr, p, shaped);
+      if (bits == 2) write_packed_codes<2>(wr, p, w, rows, per_row);
+      else write_packed_codes<4>(wr, p, w, rows, per_row);
+      version = 3;
+    } else if (sparse_bytes < n) {
+      write_weight_shape(wr, p, shaped);
+      write_sparse_codes(wr, p, w, rows, per_row, kept);
+      version = 2;
+    }
+  }
+  if (version == 1) wr.add(p + "weight", shaped);
   wr.add(p + "weight_scale", tensor<float, 1>(tensor_view<const float, 1>(w.params.scale.data(), {w.params.size()})));
   wr.add(p + "weight_zero_point",
          tensor<std::int32_t, 1>(tensor_view<const std::int32_t, 1>(w.params.zero_point.data(), {w.params.size()})));
   wr.add(p + "bias", tensor<std::int32_t, 1>(tensor_view<const std::int32_t, 1>(w.bias.data(), {w.out_channels()})));
+  return version;
+}
+
+// How layer p's codes are stored in a file of format version `version`: exactly one
+// way, and one the version allows.
+enum class code_layout { dense, sparse, int4, int2 };
+inline code_layout stored_code_layout(const io::safetensors_file& f, const std::string& p, int version) {
+  const bool dense = f.contains(p + "weight");
+  const bool sparse = f.contains(p + "weight_mask") || f.contains(p + "weight_values");
+  const bool int4 = f.contains(p + "weight_int4"), int2 = f.contains(p + "weight_int2");
+  QLIB_CHECK(!sparse || version >= 2, errc::invalid_argument,
+             "quantized model: " + p + "weight is stored sparse, which format quantized_sequential/1 does not allow");
+  QLIB_CHECK(!(int4 || int2) || version >= 3, errc::invalid_argument,
+             "quantized model: " + p + "weight is stored packed, which formats quantized_sequential/1 and /2 do not allow");
+  QLIB_CHECK(int(dense) + int(sparse) + int(int4) + int(int2) <= 1 && !(dense && f.contains(p + "weight_shape")),
+             errc::invalid_argument, "quantized model: " + p + "weight is stored in more than one way (dense, sparse, packed)");
+  if (sparse) return code_layout::sparse;
+  if (int4) return code_layout::int4;
+  if (int2) return code_layout::int2;
+  if (!dense && f.contains(p + "weight_shape")) return code_layout::sparse;  // reports the missing mask/values
+  return code_layout::dense;
 }
 
 // The dense shape of layer p's weights: "<p>weight"'s shape, or "<p>weight_shape" when
-// the codes are stored sparse (only in format /2, never both).
-inline std::vector<index_t> weight_shape(const io::safetensors_file& f, const std::string& p, bool sparse_allowed) {
-  const bool sparse = f.contains(p + "weight_mask") || f.contains(p + "weight_values") || f.contains(p + "weight_shape");
-  if (!sparse) return f.at(p + "weight").shape;
-  QLIB_CHECK(sparse_allowed, errc::invalid_argument,
-             "quantized model: " + p + "weight is stored sparse, which format quantized_sequential/1 does not allow");
-  QLIB_CHECK(!f.contains(p + "weight"), errc::invalid_argument,
-             "quantized model: " + p + "weight is stored both dense and sparse");
+// the codes are stored sparse or packed.
+inline std::vector<index_t> weight_shape(const io::safetensors_file& f, const std::string& p, code_layout layout) {
+  if (layout == code_layout::dense) return f.at(p + "weight").shape;
   const std::vector<std::int64_t> s = f.values<std::int64_t>(p + "weight_shape");
   QLIB_CHECK(s.size() == 4 && f.at(p + "weight_shape").rank() == 1, errc::shape_mismatch,
              "quantized model: " + p + "weight_shape must hold 4 extents");
@@ -147,15 +219,41 @@ inline std::vector<index_t> weight_shape(const io::safetensors_file& f, const st
   return shape;
 }
 
-// The out x k codes of layer p, dense or sparse (weight_shape already checked against
-// the layer); a masked-out code is its channel's zero point z (size 1 or out).
-inline std::vector<std::int8_t> weight_codes(const io::safetensors_file& f, const std::string& p, index_t out,
-                                             index_t k, const std::vector<std::int32_t>& z) {
-  if (f.contains(p + "weight")) {
+// The out x k codes packed Bits wide in "<p>weight_int<Bits>" (checked: dtype, shape,
+// zero padding bits).
+template <int Bits>
+std::vector<std::int8_t> packed_weight_codes(const io::safetensors_file& f, const std::string& p, index_t out,
+                                             index_t k) {
+  const std::string name = p + (Bits == 2 ? "weight_int2" : "weight_int4");
+  const index_t row_bytes = packed_row_bytes<Bits>(k);
+  QLIB_CHECK(f.at(name).type == io::dtype::u8, errc::invalid_argument, "quantized model: " + name + " must be U8");
+  QLIB_CHECK(f.at(name).shape == std::vector<index_t>({out, row_bytes}), errc::shape_mismatch,
+             "quantized model: " + name + " must be [" + std::to_string(out) + ", " + std::to_string(row_bytes) +
+                 "] for " + std::to_string(out) + " x " + std::to_string(k) + " codes");
+  const std::vector<std::uint8_t> bytes = f.values<std::uint8_t>(name);
+  constexpr index_t per_byte = 8 / Bits;
+  if (k % per_byte != 0)
+    for (index_t r = 0; r < out; ++r)
+      QLIB_CHECK((bytes[static_cast<std::size_t>((r + 1) * row_bytes - 1)] >> ((k % per_byte) * Bits)) == 0,
+                 errc::invalid_argument,
+                 "quantized model: " + name + " row " + std::to_string(r) + " has padding bits set past its last code");
+  std::vector<std::int8_t> codes(static_cast<std::size_t>(out * k));
+  unpack<Bits, true, 2, const std::uint8_t>(packed_view<Bits, true, 2, const std::uint8_t>(bytes.data(), {out, k}),
+                                            tensor_view<std::int8_t, 2>(codes.data(), {out, k}));
+  return codes;
+}
+
+// The out x k codes of layer p, dense, sparse or packed (weight_shape already checked
+// against the layer); a masked-out code is its channel's zero point z (size 1 or out).
+inline std::vector<std::int8_t> weight_codes(const io::safetensors_file& f, const std::string& p, code_layout layout,
+                                             index_t out, index_t k, const std::vector<std::int32_t>& z) {
+  if (layout == code_layout::dense) {
     QLIB_CHECK(f.at(p + "weight").type == io::dtype::i8, errc::invalid_argument,
                "quantized model: " + p + "weight must be I8");
     return f.values<std::int8_t>(p + "weight");
   }
+  if (layout == code_layout::int4) return packed_weight_codes<4>(f, p, out, k);
+  if (layout == code_layout::int2) return packed_weight_codes<2>(f, p, out, k);
   const index_t n = out * k;
   QLIB_CHECK(f.at(p + "weight_mask").type == io::dtype::u8 && f.at(p + "weight_values").type == io::dtype::i8,
              errc::invalid_argument, "quantized model: " + p + "weight_mask must be U8 and weight_values I8");
@@ -185,14 +283,14 @@ inline std::vector<std::int8_t> weight_codes(const io::safetensors_file& f, cons
   return codes;
 }
 
-inline quantized_weights load_weights(const io::safetensors_file& f, const std::string& p, index_t out, index_t k,
-                                      index_t groups) {
+inline quantized_weights load_weights(const io::safetensors_file& f, const std::string& p, code_layout layout,
+                                      index_t out, index_t k, index_t groups) {
   quantized_weights w;
   const std::vector<float> s = f.values<float>(p + "weight_scale");
   const std::vector<std::int32_t> z = f.values<std::int32_t>(p + "weight_zero_point");
   QLIB_CHECK(s.size() == z.size() && (s.size() == 1 || static_cast<index_t>(s.size()) == out), errc::shape_mismatch,
              "quantized model: " + p + "weight_scale / weight_zero_point sizes");
-  const std::vector<std::int8_t> v = weight_codes(f, p, out, k, z);
+  const std::vector<std::int8_t> v = weight_codes(f, p, layout, out, k, z);
   QLIB_CHECK(static_cast<index_t>(v.size()) == out * k, errc::shape_mismatch,
              "quantized model: " + p + "weight has " + std::to_string(v.size()) + " codes, not " +
                  std::to_string(out) + " x " + std::to_string(k));
@@ -208,10 +306,11 @@ inline quantized_weights load_weights(const io::safetensors_file& f, const std::
 }  // namespace detail
 
 // The model as a safetensors file (see the layout above); by default pruned weights are
-// stored sparse where that is smaller (weight_storage::dense for format /1 only).
+// stored sparse and narrow ones packed where that is smaller (weight_storage::dense for
+// format /1 only). The format version is the lowest that holds what was written.
 inline io::safetensors_writer save_quantized(const quantized_sequential& m, const quantized_save_options& opt = {}) {
   io::safetensors_writer wr;
-  bool any_sparse = false;
+  int version = 1;
   wr.set_metadata("qlib.layers", std::to_string(m.layers.size()));
   tensor<float, 1> in(extents<1>{2});
   in(0) = m.input.scale;
@@ -234,17 +333,20 @@ inline io::safetensors_writer save_quantized(const quantized_sequential& m, cons
           if constexpr (std::is_same<L, qconv2d>::value) {
             wr.set_metadata("qlib.layer." + std::to_string(i), "qconv2d");
             const index_t o = v.out_channels();
-            detail::save_weights(wr, p, v.w,
-                                 tensor_view<const std::int8_t, 4>(
-                                     v.w.values.data(), {o, v.opt.kernel_h, v.opt.kernel_w, v.in_channels / v.opt.groups}),
-                                 opt, any_sparse);
+            version = std::max(version, detail::save_weights(wr, p, v.w,
+                                                             tensor_view<const std::int8_t, 4>(
+                                                                 v.w.values.data(), {o, v.opt.kernel_h, v.opt.kernel_w,
+                                                                                     v.in_channels / v.opt.groups}),
+                                                             opt));
             output(v.output, false);
             wr.add(p + "config", detail::window_config(v.opt, v.in_channels));
           } else if constexpr (std::is_same<L, qlinear>::value) {
             wr.set_metadata("qlib.layer." + std::to_string(i), "qlinear");
-            detail::save_weights(wr, p, v.w,
-                                 tensor_view<const std::int8_t, 4>(v.w.values.data(), {v.out_features(), 1, 1, v.in_features()}),
-                                 opt, any_sparse);
+            version = std::max(
+                version, detail::save_weights(
+                             wr, p, v.w,
+                             tensor_view<const std::int8_t, 4>(v.w.values.data(), {v.out_features(), 1, 1, v.in_features()}),
+                             opt));
             output(v.output, v.float_output);
           } else if constexpr (std::is_same<L, max_pool2d>::value) {
             wr.set_metadata("qlib.layer." + std::to_string(i), "max_pool2d");
@@ -258,7 +360,7 @@ inline io::safetensors_writer save_quantized(const quantized_sequential& m, cons
         },
         m.layers[i]);
   }
-  wr.set_metadata("qlib.format", any_sparse ? "quantized_sequential/2" : "quantized_sequential/1");
+  wr.set_metadata("qlib.format", "quantized_sequential/" + std::to_string(version));
   return wr;
 }
 
@@ -270,9 +372,10 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
     return it->second;
   };
   const std::string& format = meta("qlib.format");
-  QLIB_CHECK(format == "quantized_sequential/1" || format == "quantized_sequential/2", errc::unsupported,
-             "quantized model: unknown format \"" + format + "\"");
-  const bool sparse_allowed = format == "quantized_sequential/2";
+  QLIB_CHECK(format == "quantized_sequential/1" || format == "quantized_sequential/2" ||
+                 format == "quantized_sequential/3",
+             errc::unsupported, "quantized model: unknown format \"" + format + "\"");
+  const int version = format.back() - '0';
   const std::string& count_s = meta("qlib.layers");
   QLIB_CHECK(!count_s.empty() && count_s.size() < 6 && count_s.find_first_not_of("0123456789") == std::string::npos,
              errc::invalid_argument, "quantized model: bad qlib.layers");
@@ -287,8 +390,8 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
   for (std::size_t i = 0; i < count; ++i) {
     const std::string p = std::to_string(i) + ".";
     const std::string& kind = meta("qlib.layer." + std::to_string(i));
-    for (const char* t : {"weight", "weight_shape", "weight_mask", "weight_values", "weight_scale", "weight_zero_point",
-                          "bias", "output", "config"})
+    for (const char* t : {"weight", "weight_shape", "weight_mask", "weight_values", "weight_int4", "weight_int2",
+                          "weight_scale", "weight_zero_point", "bias", "output", "config"})
       used.push_back(p + t);
     auto read_output = [&](quantized_output& o, bool& float_out) {
       const std::vector<float> t = f.values<float>(p + "output");
@@ -309,13 +412,14 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
     if (kind == "qconv2d") {
       qconv2d c;
       c.opt = detail::read_window(f, p + "config", c.in_channels);
-      const std::vector<index_t> shape = detail::weight_shape(f, p, sparse_allowed);
+      const detail::code_layout layout = detail::stored_code_layout(f, p, version);
+      const std::vector<index_t> shape = detail::weight_shape(f, p, layout);
       QLIB_CHECK(shape.size() == 4 && c.opt.groups > 0 && c.in_channels % c.opt.groups == 0, errc::shape_mismatch,
                  "quantized model: " + p + "weight must be [out, kh, kw, in/groups]");
       QLIB_CHECK(shape[1] == c.opt.kernel_h && shape[2] == c.opt.kernel_w && shape[3] == c.in_channels / c.opt.groups,
                  errc::shape_mismatch, "quantized model: " + p + "weight does not match its config");
       c.in = cur;
-      c.w = detail::load_weights(f, p, shape[0], shape[1] * shape[2] * shape[3], c.opt.groups);
+      c.w = detail::load_weights(f, p, layout, shape[0], shape[1] * shape[2] * shape[3], c.opt.groups);
       bool float_out = false;
       read_output(c.output, float_out);
       QLIB_CHECK(!float_out, errc::unsupported, "quantized model: qconv2d with float output");
@@ -328,11 +432,12 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
       m.layers.emplace_back(std::move(c));
     } else if (kind == "qlinear") {
       qlinear l;
-      const std::vector<index_t> shape = detail::weight_shape(f, p, sparse_allowed);
+      const detail::code_layout layout = detail::stored_code_layout(f, p, version);
+      const std::vector<index_t> shape = detail::weight_shape(f, p, layout);
       QLIB_CHECK(shape.size() == 4 && shape[1] == 1 && shape[2] == 1, errc::shape_mismatch,
                  "quantized model: " + p + "weight must be [out, 1, 1, in]");
       l.in = cur;
-      l.w = detail::load_weights(f, p, shape[0], shape[3], 1);
+      l.w = detail::load_weights(f, p, layout, shape[0], shape[3], 1);
       quantized_output o;
       read_output(o, l.float_output);
       if (l.float_output) {
