@@ -177,7 +177,9 @@ void check_conv_case(const conv_case& cs) {
   const nn::qactivation want = nn::reference::forward(L, x);
   CHECK(want.scale == L.output.out.scale);
   CHECK(want.zero_point == L.output.out.zero_point);
-  if (want.values.size() >= 50) CHECK(inside_fraction(want.values, L.output.qmin, L.output.qmax) >= 0.15);
+  // ReLU clamps about half of the outputs and heavy padding more (13-14% inside in the
+  // worst standard cases); 10% still leaves dozens of unclamped values to compare.
+  if (want.values.size() >= 50) CHECK(inside_fraction(want.values, L.output.qmin, L.output.qmax) >= 0.10);
   for (std::uint8_t v : want.values) REQUIRE((v >= L.output.qmin && v <= L.output.qmax));
   check_conv_reference_against_float(L, x, want);
   qconv_check_every_path(L, x, want);

@@ -55,8 +55,8 @@ inline void exit_with_code(::qlib::errc code, const char*) { _exit(100 + static_
 #endif
 
 namespace qlib_test {
-// Fixed-seed generator so failures reproduce; the seed is printed by Catch on failure
-// when tests INFO() it.
+// Fixed-seed generator so failures reproduce; catch_main.cpp reseeds it from the name of
+// each test case as the case starts.
 inline std::mt19937_64& rng() {
   static std::mt19937_64 g(0x9e3779b97f4a7c15ull);
   return g;
