@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
   const qlib::nn::plan_evaluator on_calib(model, calib), on_test(model, test.images.cview(), test.label_view());
   auto int8_model = [&](const qlib::nn::bit_width_plan& p, row& w) {
     // as examples/fashion_mnist.cpp, with the plan's per-layer weight bits; the file is
-    // what nn::save_quantized writes (codes of 4 bits or fewer packed)
+    // what nn::save_quantized writes (codes narrower than 8 bits packed at their width)
     qlib::nn::static_quantizer<qlib::histogram_observer> q(model, p.quantization_options());
     for (index_t b0 = 0; b0 < calib.shape(0); b0 += 100)
       q.observe(calib.slice(0, b0, std::min(calib.shape(0), b0 + 100)));
@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
                 w.measured, 100 * w.weight_acc, 100 * w.int8_acc, static_cast<long long>(w.file_bytes));
   std::printf("(predicted: sum of the layers' sensitivities; measured: all layers quantized at once, on the "
               "calibration images;\n w-only: test accuracy with quantized weights and float activations; int8: the "
-              "static int8 model with these weight bits;\n int8 file: its nn::save_quantized file, codes of 4 bits or fewer packed two or four per byte)\n");
+              "static int8 model with these weight bits;\n int8 file: its nn::save_quantized file, each layer's codes packed at its width)\n");
 
   if (!o.out.empty()) {
     std::filesystem::create_directories(o.out);

@@ -644,15 +644,15 @@ TEST_CASE("quantized files: pruned weights are stored sparse, and load back bit 
   }
 }
 
-TEST_CASE("quantized files: weights of 4 bits or fewer are stored packed, and load back bit for bit",
+TEST_CASE("quantized files: weights narrower than 8 bits are stored packed, and load back bit for bit",
           "[nn][io][quantized]") {
-  // make_qmodel's weighted layers 0, 2, 4, 6, 7 at 4, 2, 3, 8 and 4 bits: int4, int2,
-  // int4 (3-bit codes), dense, int4.
+  // make_qmodel's weighted layers 0, 2, 4, 6, 7 at 4, 2, 3, 8 and 6 bits: int4, int2,
+  // int3, dense, int6.
   for (const auto& scheme : {schemes::s8_symmetric, schemes::s8_asymmetric}) {
     INFO("weights " << (scheme.sym == symmetry::symmetric ? "symmetric" : "affine (zero points)"));
     nn::static_quantization_options opt;
     opt.weight_scheme = scheme;
-    opt.weight_bits = {4, 2, 3, 8, 4};
+    opt.weight_bits = {4, 2, 3, 8, 6};
     const nn::quantized_sequential q = quantize_model(make_qmodel(), opt, 3, qmodel_input);
     const std::vector<std::uint8_t> dense = nn::save_quantized(q, {nn::weight_storage::dense}).to_bytes();
     const std::vector<std::uint8_t> packed = nn::save_quantized(q).to_bytes();
@@ -660,7 +660,7 @@ TEST_CASE("quantized files: weights of 4 bits or fewer are stored packed, and lo
     CHECK(fd.metadata().at("qlib.format") == "quantized_sequential/1");
     CHECK(fp.metadata().at("qlib.format") == "quantized_sequential/3");
     index_t saved = 0;
-    const std::pair<const char*, int> layers[] = {{"0.", 4}, {"2.", 2}, {"4.", 4}, {"6.", 8}, {"7.", 4}};
+    const std::pair<const char*, int> layers[] = {{"0.", 4}, {"2.", 2}, {"4.", 3}, {"6.", 8}, {"7.", 6}};
     for (const auto& [layer, bits] : layers) {
       INFO("layer " << layer);
       const std::string l(layer);
@@ -672,9 +672,9 @@ TEST_CASE("quantized files: weights of 4 bits or fewer are stored packed, and lo
         continue;
       }
       CHECK_FALSE(fp.contains(l + "weight"));
-      const std::string name = l + (bits == 2 ? "weight_int2" : "weight_int4");
+      const std::string name = l + "weight_int" + std::to_string(bits);
       REQUIRE(fp.contains(name));
-      const index_t row_bytes = (k + 8 / bits - 1) / (8 / bits);
+      const index_t row_bytes = (k * bits + 7) / 8;
       CHECK(fp.at(name).shape == std::vector<index_t>({out, row_bytes}));
       saved += out * k - out * row_bytes;
     }
@@ -686,15 +686,17 @@ TEST_CASE("quantized files: weights of 4 bits or fewer are stored packed, and lo
     CHECK(first_bit_difference(back.forward(x.cview()), q.forward(x.cview())) == -1);
     CHECK(nn::save_quantized(back).to_bytes() == packed);
   }
-  SECTION("the width follows the codes' range: [-2, 1] int2, [-8, 7] int4, else 8 bits") {
+  SECTION("the width follows the codes' range: the narrowest b with [-2^(b-1), 2^(b-1) - 1]") {
     const nn::quantized_sequential base = quantize_model(make_qmodel(), {}, 3, qmodel_input);
     struct range_case {
       int lo, hi;
       const char* stored;
     };
-    for (const range_case rc : {range_case{-2, 1, "0.weight_int2"}, range_case{-2, 2, "0.weight_int4"},
-                                range_case{-3, 1, "0.weight_int4"}, range_case{-8, 7, "0.weight_int4"},
-                                range_case{-9, 7, "0.weight"}, range_case{-8, 8, "0.weight"}}) {
+    for (const range_case rc :
+         {range_case{-2, 1, "0.weight_int2"}, range_case{-2, 2, "0.weight_int3"}, range_case{-3, 1, "0.weight_int3"},
+          range_case{-8, 7, "0.weight_int4"}, range_case{-9, 7, "0.weight_int5"}, range_case{-8, 8, "0.weight_int5"},
+          range_case{-32, 31, "0.weight_int6"}, range_case{-64, 63, "0.weight_int7"}, range_case{-65, 0, "0.weight"},
+          range_case{-1, 64, "0.weight"}}) {
       INFO("codes in [" << rc.lo << ", " << rc.hi << "]");
       nn::quantized_sequential q = base;
       tensor<std::int8_t, 2>& codes = std::get<nn::qconv2d>(q.layers[0]).w.values;
@@ -706,8 +708,8 @@ TEST_CASE("quantized files: weights of 4 bits or fewer are stored packed, and lo
     }
   }
   SECTION("pruned 4-bit weights take the smaller of sparse and packed") {
-    // 70% zeros: sparse is 0.3 n + n / 8 bytes, packed n / 2, so sparse wins; kept
-    // codes stay 8-bit wide, and the file is format /2.
+    // 70% zeros: sparse is 0.3 n + n / 8 bytes, packed n / 2, so sparse wins (its kept
+    // codes take a byte each), and the file is format /2.
     nn::sequential pruned = make_qmodel();
     zero_most_weights(pruned);
     nn::static_quantization_options opt;
@@ -749,11 +751,17 @@ TEST_CASE("quantized files: malformed packed weights are refused", "[nn][io][qua
   QLIB_REQUIRE_ERROR(load(replace("0.weight_int4", u8(std::vector<std::uint8_t>(bytes.begin(), bytes.end() - 2), 4))),
                      errc::shape_mismatch);
   QLIB_REQUIRE_ERROR(load(replace("0.weight_int4", tensor<std::int8_t, 2>(extents<2>{5, 2}))), errc::invalid_argument);
-  // The same bytes read as 2-bit codes (shape [5, 1] expected): refused, not misread.
+  // The same bytes read as 2-bit codes (shape [5, 1] expected): refused, not misread;
+  // two widths at once.
   {
     io::safetensors_writer w = copy_file(f, {"0.weight_int4"});
     w.add("0.weight_int2", u8(bytes, 5));
     QLIB_REQUIRE_ERROR(load(w), errc::shape_mismatch);
+  }
+  {
+    io::safetensors_writer w = copy_file(f);
+    w.add("0.weight_int5", u8(std::vector<std::uint8_t>(10, 0), 5));
+    QLIB_REQUIRE_ERROR(load(w), errc::invalid_argument);
   }
   // No shape; packed and dense at once; packed and sparse at once; packed in /2 and /1 files.
   QLIB_REQUIRE_ERROR(load(copy_file(f, {"0.weight_shape"})), errc::out_of_range);

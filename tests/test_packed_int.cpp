@@ -1,4 +1,5 @@
-// Tests for packed low-bit integers: the byte layout contract, round trips, views, errors.
+// Tests for packed low-bit integers: the byte layout contract, round trips, views, errors; b-bit code rows.
+#include "qlib/core/packed_bits.hpp"
 #include "qlib/core/packed_int.hpp"
 #include "test_util.hpp"
 
@@ -588,5 +589,69 @@ TEST_CASE("packed errors are reported, never masked", "[packed][errors]") {
     QLIB_REQUIRE_ERROR((s4_tensor<2>(extents<2>{-1, 3})), errc::invalid_argument);
     QLIB_REQUIRE_ERROR((s4_tensor<2>(extents<2>{PTRDIFF_MAX / 2, 4})), errc::overflow);
     CHECK(s4_view<2>(nullptr, {0, 3}).empty());  // empty views may have no data
+  }
+}
+
+TEST_CASE("b-bit code rows: layout, widths, round trips, errors", "[packed][bits]") {
+  SECTION("2 and 4 bits give packed_int's bytes; 8 bits the int8 codes") {
+    for (index_t n : {0, 1, 2, 3, 5, 8, 17}) {
+      std::vector<std::int8_t> c4(static_cast<std::size_t>(n)), c2(c4.size());
+      for (auto& v : c4) v = static_cast<std::int8_t>(qlib_test::rand_int(-8, 7));
+      for (auto& v : c2) v = static_cast<std::int8_t>(qlib_test::rand_int(-2, 1));
+      packed_tensor<4, true, 1> p4(extents<1>{n});
+      packed_tensor<2, true, 1> p2(extents<1>{n});
+      pack<4, true, 1>(tensor_view<const std::int8_t, 1>(c4.data(), {n}), p4);
+      pack<2, true, 1>(tensor_view<const std::int8_t, 1>(c2.data(), {n}), p2);
+      std::vector<std::uint8_t> b4(static_cast<std::size_t>(packed_bits_row_bytes(n, 4)) + 1, 0xAB),
+          b2(static_cast<std::size_t>(packed_bits_row_bytes(n, 2)) + 1, 0xAB), b8(c4.size() + 1, 0xAB);
+      pack_bits_row(c4.data(), n, 4, b4.data());
+      pack_bits_row(c2.data(), n, 2, b2.data());
+      pack_bits_row(c4.data(), n, 8, b8.data());
+      INFO("n " << n);
+      CHECK(std::vector<std::uint8_t>(b4.begin(), b4.end() - 1) ==
+            std::vector<std::uint8_t>(p4.data(), p4.data() + p4.byte_size()));
+      CHECK(std::vector<std::uint8_t>(b2.begin(), b2.end() - 1) ==
+            std::vector<std::uint8_t>(p2.data(), p2.data() + p2.byte_size()));
+      for (std::size_t j = 0; j < c4.size(); ++j) CHECK(static_cast<std::int8_t>(b8[j]) == c4[j]);
+      CHECK(b4.back() == 0xAB);  // nothing written past the row
+      CHECK(b8.back() == 0xAB);
+    }
+  }
+  SECTION("hand-made 3-bit row: codes 1, -1, 3, -4 -> bits 001 111 011 100") {
+    const std::int8_t c[4] = {1, -1, 3, -4};
+    std::uint8_t b[2] = {0xFF, 0xFF};
+    pack_bits_row(c, 4, 3, b);
+    // bit stream, lowest first: 1 0 0 | 1 1 1 | 1 1 0 | 0 0 1 -> byte 0 = 0b11111001, byte 1 = 0b00001000
+    CHECK(b[0] == 0xF9);
+    CHECK(b[1] == 0x08);
+    CHECK(packed_bits_padding_clear(b, 4, 3));
+    b[1] |= 0x10;
+    CHECK_FALSE(packed_bits_padding_clear(b, 4, 3));
+  }
+  SECTION("every width: random rows round-trip, padding stays 0, the narrowest width is found") {
+    for (int bits = 2; bits <= 8; ++bits)
+      for (int it = 0; it < 20; ++it) {
+        const index_t n = qlib_test::rand_int(0, 40);
+        const int lo = -(1 << (bits - 1)), hi = (1 << (bits - 1)) - 1;
+        std::vector<std::int8_t> c(static_cast<std::size_t>(n)), back(c.size());
+        for (auto& v : c) v = static_cast<std::int8_t>(qlib_test::rand_int(lo, hi));
+        if (n > 0) c[0] = static_cast<std::int8_t>(qlib_test::rand_int(0, 1) ? lo : hi);  // the range's end
+        std::vector<std::uint8_t> b(static_cast<std::size_t>(packed_bits_row_bytes(n, bits)));
+        pack_bits_row(c.data(), n, bits, b.data());
+        CHECK(packed_bits_padding_clear(b.data(), n, bits));
+        unpack_bits_row(b.data(), n, bits, back.data());
+        INFO("bits " << bits << " n " << n);
+        CHECK(back == c);
+        if (n > 0) CHECK(narrowest_signed_bits(c.data(), n) == bits);
+      }
+    CHECK(narrowest_signed_bits(nullptr, 0) == 2);
+  }
+  SECTION("a code that does not fit is refused, and nothing is written") {
+    const std::int8_t c[3] = {1, 4, -4};
+    std::uint8_t b[2] = {0xAA, 0xAA};
+    QLIB_REQUIRE_ERROR(pack_bits_row(c, 3, 3, b), errc::out_of_range);
+    CHECK(b[0] == 0xAA);
+    QLIB_REQUIRE_ERROR(pack_bits_row(c, 3, 9, b), errc::invalid_argument);
+    QLIB_REQUIRE_ERROR(pack_bits_row(c, 3, 1, b), errc::invalid_argument);
   }
 }

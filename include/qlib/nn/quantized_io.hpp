@@ -8,7 +8,7 @@
 #include <variant>
 #include <vector>
 
-#include "qlib/core/packed_int.hpp"
+#include "qlib/core/packed_bits.hpp"
 #include "qlib/io/safetensors.hpp"
 #include "qlib/nn/quantized_sequential.hpp"
 
@@ -27,14 +27,14 @@
 //                                the unused high bits of the last byte are 0
 //   "<i>.weight_values"      I8  [popcount(mask)]  those codes, in order; the others are
 //                                their channel's zero point (a pruned weight's code)
-//   or, packed (format /3; weights of 4 bits or fewer, e.g. a bit-width search's plan):
+//   or, packed (format /3; codes narrower than 8 bits, e.g. a bit-width search's plan):
 //   "<i>.weight_shape"       I64 [4]  the dense shape above
-//   "<i>.weight_int4"        U8  [out, ceil(k / 2)]  codes in [-8, 7], or
-//   "<i>.weight_int2"        U8  [out, ceil(k / 4)]  codes in [-2, 1]: row o holds output
-//                                channel o's k codes (k = the product of the other three
-//                                extents) in core/packed_int.hpp's layout (two's
-//                                complement, the earliest code in the lowest bits, the
-//                                unused bits of a row's last byte 0)
+//   "<i>.weight_int<b>"      U8  [out, ceil(k * b / 8)], b in 2..7, every code in
+//                                [-2^(b-1), 2^(b-1) - 1]: row o holds output channel o's k
+//                                codes (k = the product of the other three extents) in
+//                                core/packed_bits.hpp's layout (two's complement, code j
+//                                at bits [j b, j b + b) of the row, the unused bits of a
+//                                row's last byte 0; for b = 2, 4 core/packed_int.hpp's)
 //   "<i>.weight_scale"       F32 [out] (per channel) or [1] (per tensor)
 //   "<i>.weight_zero_point"  I32 same size as weight_scale
 //   "<i>.bias"               I32 [out]  (scale = input scale * weight scale)
@@ -51,7 +51,8 @@ namespace nn {
 enum class weight_storage {
   dense,      // every code (format quantized_sequential/1, what older qlib reads)
   automatic,  // per weight tensor the fewest bytes of: every code, sparse (mask + kept
-              // codes), packed 4- or 2-bit codes when every code fits (ties: packed)
+              // codes), or the codes packed at the narrowest width that holds them (ties:
+              // packed)
 };
 struct quantized_save_options {
   weight_storage weights = weight_storage::automatic;
@@ -128,27 +129,15 @@ inline void write_sparse_codes(io::safetensors_writer& wr, const std::string& p,
   wr.add(p + "weight_values", values);
 }
 
-// The narrowest packed width that holds every code: 2 ([-2, 1]) or 4 ([-8, 7]) bits, else 8.
-inline int packed_code_bits(const quantized_weights& w) {
-  const auto [lo, hi] = std::minmax_element(w.values.begin(), w.values.end());
-  if (lo == w.values.end()) return 8;
-  if (*lo >= packed_format<2, true>::min && *hi <= packed_format<2, true>::max) return 2;
-  if (*lo >= packed_format<4, true>::min && *hi <= packed_format<4, true>::max) return 4;
-  return 8;
-}
+// "<p>weight_int<b>": the name of codes packed b bits wide.
+inline std::string packed_weight_name(const std::string& p, int bits) { return p + "weight_int" + std::to_string(bits); }
 
-inline index_t packed_code_bytes(int bits, index_t rows, index_t per_row) {
-  return rows * (bits == 2 ? packed_row_bytes<2>(per_row) : packed_row_bytes<4>(per_row));
-}
-
-template <int Bits>
-void write_packed_codes(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w, index_t rows,
-                        index_t per_row) {
-  packed_tensor<Bits, true, 2> packed(extents<2>{rows, per_row});
-  pack<Bits, true, 2>(tensor_view<const std::int8_t, 2>(w.values.data(), {rows, per_row}), packed);
-  tensor<std::uint8_t, 2> bytes(extents<2>{rows, packed.row_bytes()});
-  std::copy(packed.data(), packed.data() + packed.byte_size(), bytes.data());
-  wr.add(p + (Bits == 2 ? "weight_int2" : "weight_int4"), bytes);
+inline void write_packed_codes(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w,
+                               index_t rows, index_t per_row, int bits) {
+  const index_t row_bytes = packed_bits_row_bytes(per_row, bits);
+  tensor<std::uint8_t, 2> bytes(extents<2>{rows, row_bytes});
+  for (index_t r = 0; r < rows; ++r) pack_bits_row(w.values.data() + r * per_row, per_row, bits, bytes.data() + r * row_bytes);
+  wr.add(packed_weight_name(p, bits), bytes);
 }
 
 // Writes layer p's weights; returns the format version their codes need (1 dense, 2
@@ -160,12 +149,11 @@ inline int save_weights(io::safetensors_writer& wr, const std::string& p, const 
   int version = 1;
   if (opt.weights == weight_storage::automatic) {
     const index_t kept = kept_codes(w, rows, per_row), sparse_bytes = kept + (n + 7) / 8;
-    const int bits = packed_code_bits(w);
-    const index_t packed_size = bits < 8 ? packed_code_bytes(bits, rows, per_row) : n;
+    const int bits = narrowest_signed_bits(w.values.data(), n);
+    const index_t packed_size = rows * packed_bits_row_bytes(per_row, bits);
     if (packed_size < n && packed_size <= sparse_bytes) {
       write_weight_shape(wr, p, shaped);
-      if (bits == 2) write_packed_codes<2>(wr, p, w, rows, per_row);
-      else write_packed_codes<4>(wr, p, w, rows, per_row);
+      write_packed_codes(wr, p, w, rows, per_row, bits);
       version = 3;
     } else if (sparse_bytes < n) {
       write_weight_shape(wr, p, shaped);
@@ -181,30 +169,37 @@ inline int save_weights(io::safetensors_writer& wr, const std::string& p, const 
   return version;
 }
 
-// How layer p's codes are stored in a file of format version `version`: exactly one
-// way, and one the version allows.
-enum class code_layout { dense, sparse, int4, int2 };
+// How layer p's codes are stored in a file of format version `version`: dense, sparse
+// or packed b bits wide (b in 2..7); exactly one way, and one the version allows.
+struct code_layout {
+  enum kind_t { dense, sparse, packed } kind = dense;
+  int bits = 8;  // packed: the width
+};
 inline code_layout stored_code_layout(const io::safetensors_file& f, const std::string& p, int version) {
   const bool dense = f.contains(p + "weight");
   const bool sparse = f.contains(p + "weight_mask") || f.contains(p + "weight_values");
-  const bool int4 = f.contains(p + "weight_int4"), int2 = f.contains(p + "weight_int2");
+  int packed = 0, bits = 8;
+  for (int b = 2; b <= 7; ++b)
+    if (f.contains(packed_weight_name(p, b))) {
+      ++packed;
+      bits = b;
+    }
   QLIB_CHECK(!sparse || version >= 2, errc::invalid_argument,
              "quantized model: " + p + "weight is stored sparse, which format quantized_sequential/1 does not allow");
-  QLIB_CHECK(!(int4 || int2) || version >= 3, errc::invalid_argument,
+  QLIB_CHECK(packed == 0 || version >= 3, errc::invalid_argument,
              "quantized model: " + p + "weight is stored packed, which formats quantized_sequential/1 and /2 do not allow");
-  QLIB_CHECK(int(dense) + int(sparse) + int(int4) + int(int2) <= 1 && !(dense && f.contains(p + "weight_shape")),
-             errc::invalid_argument, "quantized model: " + p + "weight is stored in more than one way (dense, sparse, packed)");
-  if (sparse) return code_layout::sparse;
-  if (int4) return code_layout::int4;
-  if (int2) return code_layout::int2;
-  if (!dense && f.contains(p + "weight_shape")) return code_layout::sparse;  // reports the missing mask/values
-  return code_layout::dense;
+  QLIB_CHECK(int(dense) + int(sparse) + packed <= 1 && !(dense && f.contains(p + "weight_shape")), errc::invalid_argument,
+             "quantized model: " + p + "weight is stored in more than one way (dense, sparse, packed)");
+  if (packed) return {code_layout::packed, bits};
+  // weight_shape without the rest reads as sparse, which then reports the missing mask.
+  if (sparse || (!dense && f.contains(p + "weight_shape"))) return {code_layout::sparse, 8};
+  return {code_layout::dense, 8};
 }
 
 // The dense shape of layer p's weights: "<p>weight"'s shape, or "<p>weight_shape" when
 // the codes are stored sparse or packed.
 inline std::vector<index_t> weight_shape(const io::safetensors_file& f, const std::string& p, code_layout layout) {
-  if (layout == code_layout::dense) return f.at(p + "weight").shape;
+  if (layout.kind == code_layout::dense) return f.at(p + "weight").shape;
   const std::vector<std::int64_t> s = f.values<std::int64_t>(p + "weight_shape");
   QLIB_CHECK(s.size() == 4 && f.at(p + "weight_shape").rank() == 1, errc::shape_mismatch,
              "quantized model: " + p + "weight_shape must hold 4 extents");
@@ -219,27 +214,24 @@ inline std::vector<index_t> weight_shape(const io::safetensors_file& f, const st
   return shape;
 }
 
-// The out x k codes packed Bits wide in "<p>weight_int<Bits>" (checked: dtype, shape,
+// The out x k codes packed `bits` wide in "<p>weight_int<bits>" (checked: dtype, shape,
 // zero padding bits).
-template <int Bits>
-std::vector<std::int8_t> packed_weight_codes(const io::safetensors_file& f, const std::string& p, index_t out,
-                                             index_t k) {
-  const std::string name = p + (Bits == 2 ? "weight_int2" : "weight_int4");
-  const index_t row_bytes = packed_row_bytes<Bits>(k);
+inline std::vector<std::int8_t> packed_weight_codes(const io::safetensors_file& f, const std::string& p, index_t out,
+                                                    index_t k, int bits) {
+  const std::string name = packed_weight_name(p, bits);
+  const index_t row_bytes = packed_bits_row_bytes(k, bits);
   QLIB_CHECK(f.at(name).type == io::dtype::u8, errc::invalid_argument, "quantized model: " + name + " must be U8");
   QLIB_CHECK(f.at(name).shape == std::vector<index_t>({out, row_bytes}), errc::shape_mismatch,
              "quantized model: " + name + " must be [" + std::to_string(out) + ", " + std::to_string(row_bytes) +
                  "] for " + std::to_string(out) + " x " + std::to_string(k) + " codes");
   const std::vector<std::uint8_t> bytes = f.values<std::uint8_t>(name);
-  constexpr index_t per_byte = 8 / Bits;
-  if (k % per_byte != 0)
-    for (index_t r = 0; r < out; ++r)
-      QLIB_CHECK((bytes[static_cast<std::size_t>((r + 1) * row_bytes - 1)] >> ((k % per_byte) * Bits)) == 0,
-                 errc::invalid_argument,
-                 "quantized model: " + name + " row " + std::to_string(r) + " has padding bits set past its last code");
   std::vector<std::int8_t> codes(static_cast<std::size_t>(out * k));
-  unpack<Bits, true, 2, const std::uint8_t>(packed_view<Bits, true, 2, const std::uint8_t>(bytes.data(), {out, k}),
-                                            tensor_view<std::int8_t, 2>(codes.data(), {out, k}));
+  for (index_t r = 0; r < out; ++r) {
+    const std::uint8_t* row = bytes.data() + r * row_bytes;
+    QLIB_CHECK(packed_bits_padding_clear(row, k, bits), errc::invalid_argument,
+               "quantized model: " + name + " row " + std::to_string(r) + " has padding bits set past its last code");
+    unpack_bits_row(row, k, bits, codes.data() + r * k);
+  }
   return codes;
 }
 
@@ -247,13 +239,12 @@ std::vector<std::int8_t> packed_weight_codes(const io::safetensors_file& f, cons
 // against the layer); a masked-out code is its channel's zero point z (size 1 or out).
 inline std::vector<std::int8_t> weight_codes(const io::safetensors_file& f, const std::string& p, code_layout layout,
                                              index_t out, index_t k, const std::vector<std::int32_t>& z) {
-  if (layout == code_layout::dense) {
+  if (layout.kind == code_layout::dense) {
     QLIB_CHECK(f.at(p + "weight").type == io::dtype::i8, errc::invalid_argument,
                "quantized model: " + p + "weight must be I8");
     return f.values<std::int8_t>(p + "weight");
   }
-  if (layout == code_layout::int4) return packed_weight_codes<4>(f, p, out, k);
-  if (layout == code_layout::int2) return packed_weight_codes<2>(f, p, out, k);
+  if (layout.kind == code_layout::packed) return packed_weight_codes(f, p, out, k, layout.bits);
   const index_t n = out * k;
   QLIB_CHECK(f.at(p + "weight_mask").type == io::dtype::u8 && f.at(p + "weight_values").type == io::dtype::i8,
              errc::invalid_argument, "quantized model: " + p + "weight_mask must be U8 and weight_values I8");
@@ -306,7 +297,7 @@ inline quantized_weights load_weights(const io::safetensors_file& f, const std::
 }  // namespace detail
 
 // The model as a safetensors file (see the layout above); by default pruned weights are
-// stored sparse and narrow ones packed where that is smaller (weight_storage::dense for
+// stored sparse and codes narrower than 8 bits packed where that is smaller (weight_storage::dense for
 // format /1 only). The format version is the lowest that holds what was written.
 inline io::safetensors_writer save_quantized(const quantized_sequential& m, const quantized_save_options& opt = {}) {
   io::safetensors_writer wr;
@@ -390,9 +381,10 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
   for (std::size_t i = 0; i < count; ++i) {
     const std::string p = std::to_string(i) + ".";
     const std::string& kind = meta("qlib.layer." + std::to_string(i));
-    for (const char* t : {"weight", "weight_shape", "weight_mask", "weight_values", "weight_int4", "weight_int2",
-                          "weight_scale", "weight_zero_point", "bias", "output", "config"})
+    for (const char* t : {"weight", "weight_shape", "weight_mask", "weight_values", "weight_scale", "weight_zero_point",
+                          "bias", "output", "config"})
       used.push_back(p + t);
+    for (int b = 2; b <= 7; ++b) used.push_back(detail::packed_weight_name(p, b));
     auto read_output = [&](quantized_output& o, bool& float_out) {
       const std::vector<float> t = f.values<float>(p + "output");
       QLIB_CHECK(t.size() == 5, errc::shape_mismatch, "quantized model: " + p + "output must have 5 entries");
