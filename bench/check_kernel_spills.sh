@@ -55,10 +55,10 @@ STRIP(avx2_detail, 4, false) STRIP(avx2_detail, 4, true) STRIP(avx2_detail, 1, t
 STRIP(avx2_7bit_detail, 4, false) STRIP(avx2_7bit_detail, 4, true) STRIP(avx2_7bit_detail, 1, true)
 STRIP(avx_vnni_detail::vex, 6, false) STRIP(avx_vnni_detail::vex, 6, true) STRIP(avx_vnni_detail::vex, 2, true)
 STRIP(avx_vnni_detail::evex, 6, false) STRIP(avx_vnni_detail::evex, 6, true)
-// The sparse tiles (prune/sparse_nm.hpp, prune/sparse_block.hpp): N:M full heights and one short.
+// The sparse tiles (prune/sparse_nm.hpp, prune/sparse_block.hpp): N:M full heights and some shorter ones.
 #define NM(MR, NV) template void avx512vnni_sparse_detail::nm_tile<MR, NV>(index_t, int, const std::uint8_t*, index_t, \
     const std::int8_t*, const std::int32_t*, std::int32_t*, index_t, index_t);
-NM(5, 4) NM(7, 3) NM(8, 2) NM(10, 1) NM(3, 4) NM(5, 1) NM(2, 2)
+NM(5, 4) NM(7, 3) NM(8, 2) NM(10, 1) NM(2, 4) NM(3, 3) NM(5, 1) NM(2, 2)
 #define BLOCK(MR, F) template void avx512vnni_sparse_detail::block_tile<MR, F>(index_t, const std::uint8_t*, index_t, \
     const std::int32_t*, const std::int8_t*, index_t, const std::int32_t*, std::int32_t*, index_t, index_t);
 BLOCK(12, false) BLOCK(12, true) BLOCK(2, false)

@@ -763,6 +763,19 @@ TEST_CASE("quantized files: malformed packed weights are refused", "[nn][io][qua
     w.add("0.weight_int5", u8(std::vector<std::uint8_t>(10, 0), 5));
     QLIB_REQUIRE_ERROR(load(w), errc::invalid_argument);
   }
+  // A shape of 2^62 codes (with a packed tensor sized for the wrapped product): refused
+  // before any size is computed from it.
+  {
+    auto i64 = [](std::vector<std::int64_t> v) {
+      tensor<std::int64_t, 1> t(extents<1>{static_cast<index_t>(v.size())});
+      std::copy(v.begin(), v.end(), t.begin());
+      return t;
+    };
+    io::safetensors_writer w = copy_file(f, {"0.weight_shape", "0.weight_int4"});
+    w.add("0.weight_shape", i64({1, std::int64_t{1} << 30, std::int64_t{1} << 30, 4}));
+    w.add("0.weight_int4", tensor<std::uint8_t, 2>(extents<2>{1, 0}));
+    QLIB_REQUIRE_ERROR(load(w), errc::invalid_argument);
+  }
   // No shape; packed and dense at once; packed and sparse at once; packed in /2 and /1 files.
   QLIB_REQUIRE_ERROR(load(copy_file(f, {"0.weight_shape"})), errc::out_of_range);
   {
@@ -881,6 +894,16 @@ TEST_CASE("quantized files: malformed files are refused", "[nn][io][quantized][e
     return t;
   };
 
+  SECTION("tensors a layer of that kind does not have") {
+    // Weight tensors on pooling / flatten layers, a config on a linear layer: refused,
+    // not ignored (they would also slip past the format version's checks).
+    for (const char* name : {"5.weight_int3", "1.weight_mask", "1.weight", "5.config", "6.config", "3.bias"}) {
+      INFO("extra tensor " << name);
+      io::safetensors_writer w = copy_file(f);
+      w.add(name, tensor<std::uint8_t, 1>(extents<1>{2}));
+      QLIB_REQUIRE_ERROR(load(w), errc::invalid_argument);
+    }
+  }
   SECTION("layer kinds and metadata") {
     QLIB_REQUIRE_ERROR(load(with_meta("qlib.layer.1", "lstm")), errc::unsupported);
     QLIB_REQUIRE_ERROR(load(with_meta("qlib.layer.1", "")), errc::unsupported);

@@ -645,6 +645,9 @@ TEST_CASE("b-bit code rows: layout, widths, round trips, errors", "[packed][bits
         if (n > 0) CHECK(narrowest_signed_bits(c.data(), n) == bits);
       }
     CHECK(narrowest_signed_bits(nullptr, 0) == 2);
+    // Row sizes without forming n * b (a file may claim any n): ceil((2^63 - 1) * 7 / 8).
+    CHECK(packed_bits_row_bytes(PTRDIFF_MAX, 7) == 7 * (index_t{1} << 60));
+    CHECK(packed_bits_row_bytes(PTRDIFF_MAX, 8) == PTRDIFF_MAX);
   }
   SECTION("a code that does not fit is refused, and nothing is written") {
     const std::int8_t c[3] = {1, 4, -4};

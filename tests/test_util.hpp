@@ -56,7 +56,7 @@ inline void exit_with_code(::qlib::errc code, const char*) { _exit(100 + static_
 
 namespace qlib_test {
 // Fixed-seed generator so failures reproduce; catch_main.cpp reseeds it from the name of
-// each test case as the case starts.
+// each test case as the case (and each pass through its sections) starts.
 inline std::mt19937_64& rng() {
   static std::mt19937_64 g(0x9e3779b97f4a7c15ull);
   return g;

@@ -15,8 +15,11 @@
 
 namespace qlib {
 
-// Bytes of a row of n codes b bits wide.
-constexpr index_t packed_bits_row_bytes(index_t n, int bits) noexcept { return (n * bits + 7) / 8; }
+// Bytes of a row of n >= 0 codes b bits wide, ceil(n * b / 8), without forming n * b
+// (a file may claim any n).
+constexpr index_t packed_bits_row_bytes(index_t n, int bits) noexcept {
+  return (n / 8) * bits + ((n % 8) * bits + 7) / 8;
+}
 
 // The narrowest width in [2, 8] whose signed range [-2^(b-1), 2^(b-1) - 1] holds every code.
 inline int narrowest_signed_bits(const std::int8_t* codes, index_t n) noexcept {

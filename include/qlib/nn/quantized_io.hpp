@@ -52,7 +52,7 @@ enum class weight_storage {
   dense,      // every code (format quantized_sequential/1, what older qlib reads)
   automatic,  // per weight tensor the fewest bytes of: every code, sparse (mask + kept
               // codes), or the codes packed at the narrowest width that holds them (ties:
-              // packed)
+              // dense before either, packed before sparse)
 };
 struct quantized_save_options {
   weight_storage weights = weight_storage::automatic;
@@ -203,10 +203,12 @@ inline std::vector<index_t> weight_shape(const io::safetensors_file& f, const st
   const std::vector<std::int64_t> s = f.values<std::int64_t>(p + "weight_shape");
   QLIB_CHECK(s.size() == 4 && f.at(p + "weight_shape").rank() == 1, errc::shape_mismatch,
              "quantized model: " + p + "weight_shape must hold 4 extents");
+  // Extents of at most 2^31 and at most PTRDIFF_MAX / 8 codes in all, so the sizes
+  // derived from them (mask bytes, packed rows) fit index_t.
   std::vector<index_t> shape;
   index_t n = 1;
   for (std::int64_t e : s) {
-    QLIB_CHECK(e > 0 && e <= (std::int64_t{1} << 31) && n <= PTRDIFF_MAX / e, errc::invalid_argument,
+    QLIB_CHECK(e > 0 && e <= (std::int64_t{1} << 31) && n <= PTRDIFF_MAX / 8 / e, errc::invalid_argument,
                "quantized model: " + p + "weight_shape holds " + std::to_string(e));
     n *= static_cast<index_t>(e);
     shape.push_back(static_cast<index_t>(e));
@@ -381,10 +383,15 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
   for (std::size_t i = 0; i < count; ++i) {
     const std::string p = std::to_string(i) + ".";
     const std::string& kind = meta("qlib.layer." + std::to_string(i));
-    for (const char* t : {"weight", "weight_shape", "weight_mask", "weight_values", "weight_scale", "weight_zero_point",
-                          "bias", "output", "config"})
-      used.push_back(p + t);
-    for (int b = 2; b <= 7; ++b) used.push_back(detail::packed_weight_name(p, b));
+    // The tensors this kind of layer may have (any other is refused below: a weight
+    // tensor on a pooling layer would also slip past the format version's checks).
+    if (kind == "qconv2d" || kind == "qlinear") {
+      for (const char* t : {"weight", "weight_shape", "weight_mask", "weight_values", "weight_scale",
+                            "weight_zero_point", "bias", "output"})
+        used.push_back(p + t);
+      for (int b = 2; b <= 7; ++b) used.push_back(detail::packed_weight_name(p, b));
+    }
+    if (kind == "qconv2d" || kind == "max_pool2d" || kind == "avg_pool2d") used.push_back(p + "config");
     auto read_output = [&](quantized_output& o, bool& float_out) {
       const std::vector<float> t = f.values<float>(p + "output");
       QLIB_CHECK(t.size() == 5, errc::shape_mismatch, "quantized model: " + p + "output must have 5 entries");

@@ -24,7 +24,7 @@ QLIB_KERNEL_BEGIN
 // dense kernel needs 4 vpdpbusd. (The former 16-byte broadcast per row took a shuffle
 // slot of its own on Zen 4: 1.22-1.29x dense with it.)
 // Tiles: MR rows x 16 * NV columns in 32 zmm: 5 x 64 and 7 x 48 (MR * NV accumulators,
-// the MR rows of a step, a column vector's values and indices, a gather: 30 and 31), 8 x
+// the MR rows of a step, a column vector's values and indices, a gather: 28 and 31), 8 x
 // 32 (27) and 10 x 16 (14; a row at a time). 12-row tiles spilled accumulators in g++
 // or clang, and ran short of general registers for the row pointers;
 // bench/check_kernel_spills.sh checks every tile's hot loop.
