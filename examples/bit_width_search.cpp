@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
                 w.measured, 100 * w.weight_acc, 100 * w.int8_acc, static_cast<long long>(w.file_bytes));
   std::printf("(predicted: sum of the layers' sensitivities; measured: all layers quantized at once, on the "
               "calibration images;\n w-only: test accuracy with quantized weights and float activations; int8: the "
-              "static int8 model with these weight bits;\n int8 file: its nn::save_quantized file, each layer's codes packed at its width)\n");
+              "static int8 model with these weight bits;\n int8 file: its nn::save_quantized file, codes packed at their width or as mask + packed non-zero-point codes)\n");
 
   if (!o.out.empty()) {
     std::filesystem::create_directories(o.out);

@@ -647,7 +647,7 @@ TEST_CASE("quantized files: pruned weights are stored sparse, and load back bit 
 TEST_CASE("quantized files: weights narrower than 8 bits are stored packed, and load back bit for bit",
           "[nn][io][quantized]") {
   // make_qmodel's weighted layers 0, 2, 4, 6, 7 at 4, 2, 3, 8 and 6 bits: int4, int2,
-  // int3, dense, int6.
+  // int3 (or sparse), dense, int6.
   for (const auto& scheme : {schemes::s8_symmetric, schemes::s8_asymmetric}) {
     INFO("weights " << (scheme.sym == symmetry::symmetric ? "symmetric" : "affine (zero points)"));
     nn::static_quantization_options opt;
@@ -666,17 +666,28 @@ TEST_CASE("quantized files: weights narrower than 8 bits are stored packed, and 
       const std::string l(layer);
       const std::vector<index_t> shape = fd.at(l + "weight").shape;
       const index_t out = shape[0], k = shape[1] * shape[2] * shape[3];
-      CHECK_FALSE(fp.contains(l + "weight_mask"));
       if (bits == 8) {
         CHECK(fp.contains(l + "weight"));
         continue;
       }
       CHECK_FALSE(fp.contains(l + "weight"));
       const std::string name = l + "weight_int" + std::to_string(bits);
+      const index_t packed_bytes = out * ((k * bits + 7) / 8);
+      if (fp.contains(l + "weight_mask")) {
+        // Narrow codes are often the zero point (3 bits: about a third here): sparse with
+        // packed kept codes may be smaller still, and is chosen only then.
+        CHECK_FALSE(fp.contains(name));
+        index_t sparse_bytes = fp.at(l + "weight_mask").numel();
+        for (int b = 2; b <= 7; ++b)
+          if (fp.contains(l + "weight_values_int" + std::to_string(b)))
+            sparse_bytes += fp.at(l + "weight_values_int" + std::to_string(b)).numel();
+        CHECK(sparse_bytes < packed_bytes);
+        saved += out * k - sparse_bytes;
+        continue;
+      }
       REQUIRE(fp.contains(name));
-      const index_t row_bytes = (k * bits + 7) / 8;
-      CHECK(fp.at(name).shape == std::vector<index_t>({out, row_bytes}));
-      saved += out * k - out * row_bytes;
+      CHECK(fp.at(name).shape == std::vector<index_t>({out, packed_bytes / out}));
+      saved += out * k - packed_bytes;
     }
     INFO("dense file " << dense.size() << " bytes, packed " << packed.size());
     CHECK(static_cast<index_t>(dense.size() - packed.size()) >= saved - 1024);  // headers differ a little
@@ -707,19 +718,32 @@ TEST_CASE("quantized files: weights narrower than 8 bits are stored packed, and 
       CHECK(weight_codes(nn::load_quantized(f)) == weight_codes(q));
     }
   }
-  SECTION("pruned 4-bit weights take the smaller of sparse and packed") {
-    // 70% zeros: sparse is 0.3 n + n / 8 bytes, packed n / 2, so sparse wins (its kept
-    // codes take a byte each), and the file is format /2.
+  SECTION("pruned 4-bit weights: sparse with the kept codes packed") {
+    // 70% zeros: sparse is n / 8 bytes of mask + 0.3 n kept codes at 4 bits (0.275 n),
+    // packed n / 2, so sparse wins, its kept codes packed (format /3).
     nn::sequential pruned = make_qmodel();
     zero_most_weights(pruned);
     nn::static_quantization_options opt;
     opt.weight_bits = {4, 4, 4, 4, 4};
     const nn::quantized_sequential q = quantize_model(pruned, opt, 3, qmodel_input);
-    const io::safetensors_file f = io::safetensors_file::parse(nn::save_quantized(q).to_bytes());
-    CHECK(f.metadata().at("qlib.format") == "quantized_sequential/2");
-    CHECK(f.contains("0.weight_mask"));
-    CHECK_FALSE(f.contains("0.weight_int4"));
-    CHECK(weight_codes(nn::load_quantized(f)) == weight_codes(q));
+    const std::vector<std::uint8_t> bytes = nn::save_quantized(q).to_bytes();
+    const io::safetensors_file f = io::safetensors_file::parse(bytes);
+    CHECK(f.metadata().at("qlib.format") == "quantized_sequential/3");
+    for (const char* layer : {"0.", "2.", "4.", "6.", "7."}) {
+      INFO("layer " << layer);
+      const std::string l(layer);
+      CHECK_FALSE(f.contains(l + "weight_int4"));
+      CHECK_FALSE(f.contains(l + "weight_values"));
+      REQUIRE(f.contains(l + "weight_values_int4"));
+      index_t kept = 0;
+      for (std::uint8_t b : f.values<std::uint8_t>(l + "weight_mask")) kept += __builtin_popcount(b);
+      CHECK(f.at(l + "weight_values_int4").shape == std::vector<index_t>({(kept + 1) / 2}));
+    }
+    const nn::quantized_sequential back = nn::load_quantized(f);
+    CHECK(weight_codes(back) == weight_codes(q));
+    const tensor<float, 4> x = qmodel_input(4);
+    CHECK(first_bit_difference(back.forward(x.cview()), q.forward(x.cview())) == -1);
+    CHECK(nn::save_quantized(back).to_bytes() == bytes);
   }
 }
 
@@ -798,6 +822,50 @@ TEST_CASE("quantized files: malformed packed weights are refused", "[nn][io][qua
     io::safetensors_writer w = copy_file(f);
     w.set_metadata("qlib.format", "quantized_sequential/4");
     QLIB_REQUIRE_ERROR(load(w), errc::unsupported);
+  }
+}
+
+TEST_CASE("quantized files: malformed packed kept codes are refused", "[nn][io][quantized][errors]") {
+  // The 1x1 conv 3 -> 5 of the sparse case, pruned, at 4 bits: mask + kept codes packed.
+  nn::sequential m{nn::conv2d(3, 5, nn::conv2d_options::square(1)), nn::relu{}};
+  randomize(m);
+  zero_most_weights(m);
+  nn::static_quantization_options opt;
+  opt.weight_bits = {4};
+  const nn::quantized_sequential q = quantize_model(m, opt, 2, qmodel_input);
+  const io::safetensors_file f = io::safetensors_file::parse(nn::save_quantized(q).to_bytes());
+  REQUIRE(f.metadata().at("qlib.format") == "quantized_sequential/3");
+  REQUIRE(f.contains("0.weight_values_int4"));
+  const std::vector<std::uint8_t> row = f.values<std::uint8_t>("0.weight_values_int4");
+  index_t kept = 0;
+  for (std::uint8_t b : f.values<std::uint8_t>("0.weight_mask")) kept += __builtin_popcount(b);
+  REQUIRE(kept % 2 == 1);  // 5 of 15: the last byte has a padding nibble
+  const auto load = load_written;
+  (void)load(copy_file(f));
+  auto replace = [&](const std::string& name, const auto& t) { return copy_replacing(f, name, t); };
+  auto u8 = [](std::vector<std::uint8_t> v) {
+    tensor<std::uint8_t, 1> t(extents<1>{static_cast<index_t>(v.size())});
+    std::copy(v.begin(), v.end(), t.begin());
+    return t;
+  };
+  std::vector<std::uint8_t> padded = row;
+  padded.back() = static_cast<std::uint8_t>(padded.back() | 0x80);
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_values_int4", u8(padded))), errc::invalid_argument);
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_values_int4", u8(std::vector<std::uint8_t>(row.begin(), row.end() - 1)))),
+                     errc::shape_mismatch);
+  QLIB_REQUIRE_ERROR(load(replace("0.weight_values_int4", tensor<std::int8_t, 1>(extents<1>{3}))),
+                     errc::invalid_argument);
+  // Kept codes twice (I8 and packed, or two widths); packed kept codes in a /2 file.
+  for (const char* name : {"0.weight_values", "0.weight_values_int3"}) {
+    INFO("also " << name);
+    io::safetensors_writer w = copy_file(f);
+    w.add(name, tensor<std::int8_t, 1>(extents<1>{kept}));
+    QLIB_REQUIRE_ERROR(load(w), errc::invalid_argument);
+  }
+  {
+    io::safetensors_writer w = copy_file(f);
+    w.set_metadata("qlib.format", "quantized_sequential/2");
+    QLIB_REQUIRE_ERROR(load(w), errc::invalid_argument);
   }
 }
 

@@ -21,16 +21,22 @@ constexpr index_t packed_bits_row_bytes(index_t n, int bits) noexcept {
   return (n / 8) * bits + ((n % 8) * bits + 7) / 8;
 }
 
-// The narrowest width in [2, 8] whose signed range [-2^(b-1), 2^(b-1) - 1] holds every code.
+// The narrowest width in [2, 8] whose signed range [-2^(b-1), 2^(b-1) - 1] holds
+// [lo, hi] (int8 values).
+constexpr int signed_bits_for_range(int lo, int hi) noexcept {
+  int bits = 2;
+  while (bits < 8 && (lo < -(1 << (bits - 1)) || hi > (1 << (bits - 1)) - 1)) ++bits;
+  return bits;
+}
+
+// The narrowest such width that holds every code.
 inline int narrowest_signed_bits(const std::int8_t* codes, index_t n) noexcept {
   int lo = 0, hi = 0;
   for (index_t j = 0; j < n; ++j) {
     lo = codes[j] < lo ? codes[j] : lo;
     hi = codes[j] > hi ? codes[j] : hi;
   }
-  int bits = 2;
-  while (bits < 8 && (lo < -(1 << (bits - 1)) || hi > (1 << (bits - 1)) - 1)) ++bits;
-  return bits;
+  return signed_bits_for_range(lo, hi);
 }
 
 // Packs n codes into out (packed_bits_row_bytes(n, bits) bytes, all written). A code

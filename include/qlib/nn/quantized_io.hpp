@@ -26,7 +26,10 @@
 //                                (row-major, n codes) differs from its channel's zero point;
 //                                the unused high bits of the last byte are 0
 //   "<i>.weight_values"      I8  [popcount(mask)]  those codes, in order; the others are
-//                                their channel's zero point (a pruned weight's code)
+//                                their channel's zero point (a pruned weight's code); or,
+//                                format /3, "<i>.weight_values_int<b>" U8
+//                                [ceil(popcount(mask) * b / 8)]: the same codes as one
+//                                packed row b bits wide (b in 2..7, layout as below)
 //   or, packed (format /3; codes narrower than 8 bits, e.g. a bit-width search's plan):
 //   "<i>.weight_shape"       I64 [4]  the dense shape above
 //   "<i>.weight_int<b>"      U8  [out, ceil(k * b / 8)], b in 2..7, every code in
@@ -52,7 +55,8 @@ enum class weight_storage {
   dense,      // every code (format quantized_sequential/1, what older qlib reads)
   automatic,  // per weight tensor the fewest bytes of: every code, sparse (mask + kept
               // codes), or the codes packed at the narrowest width that holds them (ties:
-              // dense before either, packed before sparse)
+              // dense before either, packed before sparse); kept codes are packed too
+              // when they fit fewer than 8 bits
 };
 struct quantized_save_options {
   weight_storage weights = weight_storage::automatic;
@@ -98,21 +102,46 @@ inline void write_weight_shape(io::safetensors_writer& wr, const std::string& p,
   wr.add(p + "weight_shape", shape);
 }
 
-// The codes that differ from their channel's zero point (what sparse storage keeps).
-inline index_t kept_codes(const quantized_weights& w, index_t rows, index_t per_row) {
-  index_t kept = 0;
+// "<p>weight_int<b>": the name of codes packed b bits wide; "<p>weight_values_int<b>":
+// of kept codes (sparse storage) packed b bits wide.
+inline std::string packed_weight_name(const std::string& p, int bits) { return p + "weight_int" + std::to_string(bits); }
+inline std::string packed_values_name(const std::string& p, int bits) {
+  return p + "weight_values_int" + std::to_string(bits);
+}
+
+// What sparse storage keeps: the codes that differ from their channel's zero point, and
+// the narrowest width (2-8 bits) that holds them.
+struct kept_codes {
+  index_t count = 0;
+  int bits = 2;
+};
+inline kept_codes count_kept_codes(const quantized_weights& w, index_t rows, index_t per_row) {
+  kept_codes k;
+  int lo = 0, hi = 0;
   for (index_t r = 0; r < rows; ++r) {
     const std::int32_t z = weight_zero_point(w.params, r);
-    for (index_t j = 0; j < per_row; ++j) kept += w.values.data()[r * per_row + j] != z;
+    for (index_t j = 0; j < per_row; ++j) {
+      const std::int8_t c = w.values.data()[r * per_row + j];
+      if (c == z) continue;
+      ++k.count;
+      lo = std::min<int>(lo, c);
+      hi = std::max<int>(hi, c);
+    }
   }
-  return kept;
+  k.bits = k.count == 0 ? 8 : signed_bits_for_range(lo, hi);  // nothing to pack: keep format /2
+  return k;
+}
+
+// Bytes of the kept codes: one byte each, or packed when they fit fewer than 8 bits.
+inline index_t kept_code_bytes(const kept_codes& k) {
+  return k.bits < 8 ? packed_bits_row_bytes(k.count, k.bits) : k.count;
 }
 
 inline void write_sparse_codes(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w,
-                               index_t rows, index_t per_row, index_t kept) {
+                               index_t rows, index_t per_row, const kept_codes& kept) {
   const index_t n = rows * per_row;
   tensor<std::uint8_t, 1> mask(extents<1>{(n + 7) / 8});
-  tensor<std::int8_t, 1> values(extents<1>{kept});
+  tensor<std::int8_t, 1> values(extents<1>{kept.count});
   for (auto& b : mask) b = 0;
   index_t t = 0;
   for (index_t r = 0; r < rows; ++r) {
@@ -126,11 +155,15 @@ inline void write_sparse_codes(io::safetensors_writer& wr, const std::string& p,
     }
   }
   wr.add(p + "weight_mask", mask);
-  wr.add(p + "weight_values", values);
+  if (kept.bits == 8) {
+    wr.add(p + "weight_values", values);
+  } else {
+    tensor<std::uint8_t, 1> packed(extents<1>{kept_code_bytes(kept)});
+    pack_bits_row(values.data(), kept.count, kept.bits, packed.data());
+    wr.add(packed_values_name(p, kept.bits), packed);
+  }
 }
 
-// "<p>weight_int<b>": the name of codes packed b bits wide.
-inline std::string packed_weight_name(const std::string& p, int bits) { return p + "weight_int" + std::to_string(bits); }
 
 inline void write_packed_codes(io::safetensors_writer& wr, const std::string& p, const quantized_weights& w,
                                index_t rows, index_t per_row, int bits) {
@@ -148,7 +181,8 @@ inline int save_weights(io::safetensors_writer& wr, const std::string& p, const 
   const index_t rows = shaped.shape(0), n = shaped.size(), per_row = rows > 0 ? n / rows : 0;
   int version = 1;
   if (opt.weights == weight_storage::automatic) {
-    const index_t kept = kept_codes(w, rows, per_row), sparse_bytes = kept + (n + 7) / 8;
+    const kept_codes kept = count_kept_codes(w, rows, per_row);
+    const index_t sparse_bytes = kept_code_bytes(kept) + (n + 7) / 8;
     const int bits = narrowest_signed_bits(w.values.data(), n);
     const index_t packed_size = rows * packed_bits_row_bytes(per_row, bits);
     if (packed_size < n && packed_size <= sparse_bytes) {
@@ -158,7 +192,7 @@ inline int save_weights(io::safetensors_writer& wr, const std::string& p, const 
     } else if (sparse_bytes < n) {
       write_weight_shape(wr, p, shaped);
       write_sparse_codes(wr, p, w, rows, per_row, kept);
-      version = 2;
+      version = kept.bits < 8 ? 3 : 2;
     }
   }
   if (version == 1) wr.add(p + "weight", shaped);
@@ -170,29 +204,30 @@ inline int save_weights(io::safetensors_writer& wr, const std::string& p, const 
 }
 
 // How layer p's codes are stored in a file of format version `version`: dense, sparse
-// or packed b bits wide (b in 2..7); exactly one way, and one the version allows.
+// (kept codes one byte each or packed b bits wide) or packed b bits wide (b in 2..7);
+// exactly one way, and one the version allows.
 struct code_layout {
   enum kind_t { dense, sparse, packed } kind = dense;
-  int bits = 8;  // packed: the width
+  int bits = 8;  // packed: the width of the codes; sparse: of the kept codes (8: I8)
 };
 inline code_layout stored_code_layout(const io::safetensors_file& f, const std::string& p, int version) {
   const bool dense = f.contains(p + "weight");
-  const bool sparse = f.contains(p + "weight_mask") || f.contains(p + "weight_values");
-  int packed = 0, bits = 8;
-  for (int b = 2; b <= 7; ++b)
-    if (f.contains(packed_weight_name(p, b))) {
-      ++packed;
-      bits = b;
-    }
+  int packed = 0, packed_bits = 8, values = f.contains(p + "weight_values") ? 1 : 0, values_bits = 8;
+  for (int b = 2; b <= 7; ++b) {
+    if (f.contains(packed_weight_name(p, b))) ++packed, packed_bits = b;
+    if (f.contains(packed_values_name(p, b))) ++values, values_bits = b;
+  }
+  const bool sparse = f.contains(p + "weight_mask") || values > 0;
   QLIB_CHECK(!sparse || version >= 2, errc::invalid_argument,
              "quantized model: " + p + "weight is stored sparse, which format quantized_sequential/1 does not allow");
-  QLIB_CHECK(packed == 0 || version >= 3, errc::invalid_argument,
+  QLIB_CHECK((packed == 0 && values_bits == 8) || version >= 3, errc::invalid_argument,
              "quantized model: " + p + "weight is stored packed, which formats quantized_sequential/1 and /2 do not allow");
-  QLIB_CHECK(int(dense) + int(sparse) + packed <= 1 && !(dense && f.contains(p + "weight_shape")), errc::invalid_argument,
+  QLIB_CHECK(int(dense) + int(sparse) + packed <= 1 && values <= 1 && !(dense && f.contains(p + "weight_shape")),
+             errc::invalid_argument,
              "quantized model: " + p + "weight is stored in more than one way (dense, sparse, packed)");
-  if (packed) return {code_layout::packed, bits};
+  if (packed) return {code_layout::packed, packed_bits};
   // weight_shape without the rest reads as sparse, which then reports the missing mask.
-  if (sparse || (!dense && f.contains(p + "weight_shape"))) return {code_layout::sparse, 8};
+  if (sparse || (!dense && f.contains(p + "weight_shape"))) return {code_layout::sparse, values_bits};
   return {code_layout::dense, 8};
 }
 
@@ -248,10 +283,9 @@ inline std::vector<std::int8_t> weight_codes(const io::safetensors_file& f, cons
   }
   if (layout.kind == code_layout::packed) return packed_weight_codes(f, p, out, k, layout.bits);
   const index_t n = out * k;
-  QLIB_CHECK(f.at(p + "weight_mask").type == io::dtype::u8 && f.at(p + "weight_values").type == io::dtype::i8,
-             errc::invalid_argument, "quantized model: " + p + "weight_mask must be U8 and weight_values I8");
+  QLIB_CHECK(f.at(p + "weight_mask").type == io::dtype::u8, errc::invalid_argument,
+             "quantized model: " + p + "weight_mask must be U8");
   const std::vector<std::uint8_t> mask = f.values<std::uint8_t>(p + "weight_mask");
-  const std::vector<std::int8_t> kept = f.values<std::int8_t>(p + "weight_values");
   QLIB_CHECK(f.at(p + "weight_mask").rank() == 1 && static_cast<index_t>(mask.size()) == (n + 7) / 8,
              errc::shape_mismatch,
              "quantized model: " + p + "weight_mask must be [" + std::to_string((n + 7) / 8) + "] for " +
@@ -260,9 +294,27 @@ inline std::vector<std::int8_t> weight_codes(const io::safetensors_file& f, cons
              "quantized model: " + p + "weight_mask has bits set past the last weight");
   index_t set = 0;
   for (std::uint8_t b : mask) set += __builtin_popcount(b);
-  QLIB_CHECK(f.at(p + "weight_values").rank() == 1 && static_cast<index_t>(kept.size()) == set, errc::shape_mismatch,
-             "quantized model: " + p + "weight_values holds " + std::to_string(kept.size()) + " codes, the mask " +
-                 std::to_string(set));
+  std::vector<std::int8_t> kept;
+  if (layout.bits == 8) {
+    QLIB_CHECK(f.at(p + "weight_values").type == io::dtype::i8, errc::invalid_argument,
+               "quantized model: " + p + "weight_values must be I8");
+    kept = f.values<std::int8_t>(p + "weight_values");
+    QLIB_CHECK(f.at(p + "weight_values").rank() == 1 && static_cast<index_t>(kept.size()) == set, errc::shape_mismatch,
+               "quantized model: " + p + "weight_values holds " + std::to_string(kept.size()) + " codes, the mask " +
+                   std::to_string(set));
+  } else {  // one packed row of `set` codes
+    const std::string name = packed_values_name(p, layout.bits);
+    const index_t bytes = packed_bits_row_bytes(set, layout.bits);
+    QLIB_CHECK(f.at(name).type == io::dtype::u8, errc::invalid_argument, "quantized model: " + name + " must be U8");
+    QLIB_CHECK(f.at(name).shape == std::vector<index_t>({bytes}), errc::shape_mismatch,
+               "quantized model: " + name + " must be [" + std::to_string(bytes) + "] for the mask's " +
+                   std::to_string(set) + " codes");
+    const std::vector<std::uint8_t> row = f.values<std::uint8_t>(name);
+    QLIB_CHECK(packed_bits_padding_clear(row.data(), set, layout.bits), errc::invalid_argument,
+               "quantized model: " + name + " has padding bits set past its last code");
+    kept.resize(static_cast<std::size_t>(set));
+    unpack_bits_row(row.data(), set, layout.bits, kept.data());
+  }
   for (std::int32_t zp : z)
     QLIB_CHECK(zp >= -128 && zp <= 127, errc::invalid_argument,
                "quantized model: " + p + "weight_zero_point " + std::to_string(zp) + " is not an int8 code");
@@ -389,7 +441,10 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
       for (const char* t : {"weight", "weight_shape", "weight_mask", "weight_values", "weight_scale",
                             "weight_zero_point", "bias", "output"})
         used.push_back(p + t);
-      for (int b = 2; b <= 7; ++b) used.push_back(detail::packed_weight_name(p, b));
+      for (int b = 2; b <= 7; ++b) {
+        used.push_back(detail::packed_weight_name(p, b));
+        used.push_back(detail::packed_values_name(p, b));
+      }
     }
     if (kind == "qconv2d" || kind == "max_pool2d" || kind == "avg_pool2d") used.push_back(p + "config");
     auto read_output = [&](quantized_output& o, bool& float_out) {
