@@ -600,6 +600,24 @@ std::vector<std::vector<std::int8_t>> weight_codes(const nn::quantized_sequentia
   }
   return out;
 }
+
+// The saved file of a random 1x1 conv 3 -> 5 (15 weights, so a mask or a packed row ends
+// in unused bits), with 7 of every 10 weights zeroed when `pruned`, quantized at
+// `weight_bits` (empty: 8 bits): where the malformed-file tests start.
+io::safetensors_file small_conv_file(bool pruned, std::vector<int> weight_bits) {
+  nn::sequential m{nn::conv2d(3, 5, nn::conv2d_options::square(1)), nn::relu{}};
+  randomize(m);
+  if (pruned) zero_most_weights(m);
+  nn::static_quantization_options opt;
+  opt.weight_bits = std::move(weight_bits);
+  return io::safetensors_file::parse(nn::save_quantized(quantize_model(m, opt, 2, qmodel_input)).to_bytes());
+}
+
+tensor<std::uint8_t, 1> u8_tensor(const std::vector<std::uint8_t>& v) {
+  tensor<std::uint8_t, 1> t(extents<1>{static_cast<index_t>(v.size())});
+  std::copy(v.begin(), v.end(), t.begin());
+  return t;
+}
 }  // namespace
 
 TEST_CASE("quantized files: pruned weights are stored sparse, and load back bit for bit", "[nn][io][quantized]") {
@@ -750,12 +768,7 @@ TEST_CASE("quantized files: weights narrower than 8 bits are stored packed, and 
 TEST_CASE("quantized files: malformed packed weights are refused", "[nn][io][quantized][errors]") {
   // A 1x1 conv 3 -> 5 at 4 bits: 5 rows of 3 codes in 2 bytes each (4 padding bits),
   // and a linear at 2 bits.
-  nn::sequential m{nn::conv2d(3, 5, nn::conv2d_options::square(1)), nn::relu{}};
-  randomize(m);
-  nn::static_quantization_options opt;
-  opt.weight_bits = {4};
-  const nn::quantized_sequential q = quantize_model(m, opt, 2, qmodel_input);
-  const io::safetensors_file f = io::safetensors_file::parse(nn::save_quantized(q).to_bytes());
+  const io::safetensors_file f = small_conv_file(false, {4});
   REQUIRE(f.metadata().at("qlib.format") == "quantized_sequential/3");
   REQUIRE(f.at("0.weight_int4").shape == std::vector<index_t>({5, 2}));
   const auto load = load_written;
@@ -827,13 +840,7 @@ TEST_CASE("quantized files: malformed packed weights are refused", "[nn][io][qua
 
 TEST_CASE("quantized files: malformed packed kept codes are refused", "[nn][io][quantized][errors]") {
   // The 1x1 conv 3 -> 5 of the sparse case, pruned, at 4 bits: mask + kept codes packed.
-  nn::sequential m{nn::conv2d(3, 5, nn::conv2d_options::square(1)), nn::relu{}};
-  randomize(m);
-  zero_most_weights(m);
-  nn::static_quantization_options opt;
-  opt.weight_bits = {4};
-  const nn::quantized_sequential q = quantize_model(m, opt, 2, qmodel_input);
-  const io::safetensors_file f = io::safetensors_file::parse(nn::save_quantized(q).to_bytes());
+  const io::safetensors_file f = small_conv_file(true, {4});
   REQUIRE(f.metadata().at("qlib.format") == "quantized_sequential/3");
   REQUIRE(f.contains("0.weight_values_int4"));
   const std::vector<std::uint8_t> row = f.values<std::uint8_t>("0.weight_values_int4");
@@ -843,11 +850,7 @@ TEST_CASE("quantized files: malformed packed kept codes are refused", "[nn][io][
   const auto load = load_written;
   (void)load(copy_file(f));
   auto replace = [&](const std::string& name, const auto& t) { return copy_replacing(f, name, t); };
-  auto u8 = [](std::vector<std::uint8_t> v) {
-    tensor<std::uint8_t, 1> t(extents<1>{static_cast<index_t>(v.size())});
-    std::copy(v.begin(), v.end(), t.begin());
-    return t;
-  };
+  const auto u8 = u8_tensor;
   std::vector<std::uint8_t> padded = row;
   padded.back() = static_cast<std::uint8_t>(padded.back() | 0x80);
   QLIB_REQUIRE_ERROR(load(replace("0.weight_values_int4", u8(padded))), errc::invalid_argument);
@@ -871,11 +874,7 @@ TEST_CASE("quantized files: malformed packed kept codes are refused", "[nn][io][
 
 TEST_CASE("quantized files: malformed sparse weights are refused", "[nn][io][quantized][errors]") {
   // A 1x1 conv 3 -> 5: 15 weights, so the mask's last byte has 1 unused bit.
-  nn::sequential m{nn::conv2d(3, 5, nn::conv2d_options::square(1)), nn::relu{}};
-  randomize(m);
-  zero_most_weights(m);
-  const nn::quantized_sequential q = quantize_model(m, {}, 2, qmodel_input);
-  const io::safetensors_file f = io::safetensors_file::parse(nn::save_quantized(q).to_bytes());
+  const io::safetensors_file f = small_conv_file(true, {});
   REQUIRE(f.metadata().at("qlib.format") == "quantized_sequential/2");
   REQUIRE(f.at("0.weight_mask").numel() == 2);
   const auto load = load_written;
@@ -883,11 +882,7 @@ TEST_CASE("quantized files: malformed sparse weights are refused", "[nn][io][qua
   auto replace = [&](const std::string& name, const auto& t) { return copy_replacing(f, name, t); };
   const std::vector<std::uint8_t> mask = f.values<std::uint8_t>("0.weight_mask");
   const std::vector<std::int8_t> kept = f.values<std::int8_t>("0.weight_values");
-  auto u8 = [](std::vector<std::uint8_t> v) {
-    tensor<std::uint8_t, 1> t(extents<1>{static_cast<index_t>(v.size())});
-    std::copy(v.begin(), v.end(), t.begin());
-    return t;
-  };
+  const auto u8 = u8_tensor;
   auto i8 = [](std::vector<std::int8_t> v) {
     tensor<std::int8_t, 1> t(extents<1>{static_cast<index_t>(v.size())});
     std::copy(v.begin(), v.end(), t.begin());
