@@ -174,26 +174,30 @@ inline std::vector<index_t> weight_shape(const io::safetensors_file& f, const st
   return shape;
 }
 
-// The out x k codes packed `bits` wide in "<p>weight_int<bits>" (checked: dtype, shape,
-// zero padding bits).
-inline std::vector<std::int8_t> packed_weight_codes(const io::safetensors_file& f, const std::string& p, index_t out,
-                                                    index_t k, int bits) {
-  const std::string name = packed_weight_name(p, bits);
-  const index_t row_bytes = packed_bits_row_bytes(k, bits);
+// The rows x n codes packed `bits` wide in tensor `name`, whose shape must be `shape`
+// ([rows, row bytes], or [row bytes] for one row); checked: dtype, shape, zero padding
+// bits in every row.
+inline std::vector<std::int8_t> read_packed_codes(const io::safetensors_file& f, const std::string& name,
+                                                  const std::vector<index_t>& shape, index_t rows, index_t n,
+                                                  int bits) {
+  const index_t row_bytes = packed_bits_row_bytes(n, bits);
+  std::string want;
+  for (index_t e : shape) want += (want.empty() ? "" : ", ") + std::to_string(e);
   QLIB_CHECK(f.at(name).type == io::dtype::u8, errc::invalid_argument, "quantized model: " + name + " must be U8");
-  QLIB_CHECK(f.at(name).shape == std::vector<index_t>({out, row_bytes}), errc::shape_mismatch,
-             "quantized model: " + name + " must be [" + std::to_string(out) + ", " + std::to_string(row_bytes) +
-                 "] for " + std::to_string(out) + " x " + std::to_string(k) + " codes");
+  QLIB_CHECK(f.at(name).shape == shape, errc::shape_mismatch,
+             "quantized model: " + name + " must be [" + want + "] for " + std::to_string(rows) + " x " +
+                 std::to_string(n) + " codes of " + std::to_string(bits) + " bits");
   const std::vector<std::uint8_t> bytes = f.values<std::uint8_t>(name);
-  std::vector<std::int8_t> codes(static_cast<std::size_t>(out * k));
-  for (index_t r = 0; r < out; ++r) {
+  std::vector<std::int8_t> codes(static_cast<std::size_t>(rows * n));
+  for (index_t r = 0; r < rows; ++r) {
     const std::uint8_t* row = bytes.data() + r * row_bytes;
-    QLIB_CHECK(packed_bits_padding_clear(row, k, bits), errc::invalid_argument,
+    QLIB_CHECK(packed_bits_padding_clear(row, n, bits), errc::invalid_argument,
                "quantized model: " + name + " row " + std::to_string(r) + " has padding bits set past its last code");
-    unpack_bits_row(row, k, bits, codes.data() + r * k);
+    unpack_bits_row(row, n, bits, codes.data() + r * n);
   }
   return codes;
 }
+
 
 // The out x k codes of layer p, dense, sparse or packed (weight_shape already checked
 // against the layer); a masked-out code is its channel's zero point z (size 1 or out).
@@ -204,7 +208,9 @@ inline std::vector<std::int8_t> weight_codes(const io::safetensors_file& f, cons
                "quantized model: " + p + "weight must be I8");
     return f.values<std::int8_t>(p + "weight");
   }
-  if (layout.kind == code_layout::packed) return packed_weight_codes(f, p, out, k, layout.bits);
+  if (layout.kind == code_layout::packed)
+    return read_packed_codes(f, packed_weight_name(p, layout.bits), {out, packed_bits_row_bytes(k, layout.bits)}, out,
+                             k, layout.bits);
   const index_t n = out * k;
   QLIB_CHECK(f.at(p + "weight_mask").type == io::dtype::u8, errc::invalid_argument,
              "quantized model: " + p + "weight_mask must be U8");
@@ -226,17 +232,8 @@ inline std::vector<std::int8_t> weight_codes(const io::safetensors_file& f, cons
                "quantized model: " + p + "weight_values holds " + std::to_string(kept.size()) + " codes, the mask " +
                    std::to_string(set));
   } else {  // one packed row of `set` codes
-    const std::string name = packed_values_name(p, layout.bits);
-    const index_t bytes = packed_bits_row_bytes(set, layout.bits);
-    QLIB_CHECK(f.at(name).type == io::dtype::u8, errc::invalid_argument, "quantized model: " + name + " must be U8");
-    QLIB_CHECK(f.at(name).shape == std::vector<index_t>({bytes}), errc::shape_mismatch,
-               "quantized model: " + name + " must be [" + std::to_string(bytes) + "] for the mask's " +
-                   std::to_string(set) + " codes");
-    const std::vector<std::uint8_t> row = f.values<std::uint8_t>(name);
-    QLIB_CHECK(packed_bits_padding_clear(row.data(), set, layout.bits), errc::invalid_argument,
-               "quantized model: " + name + " has padding bits set past its last code");
-    kept.resize(static_cast<std::size_t>(set));
-    unpack_bits_row(row.data(), set, layout.bits, kept.data());
+    kept = read_packed_codes(f, packed_values_name(p, layout.bits), {packed_bits_row_bytes(set, layout.bits)}, 1, set,
+                             layout.bits);
   }
   for (std::int32_t zp : z)
     QLIB_CHECK(zp >= -128 && zp <= 127, errc::invalid_argument,
