@@ -353,7 +353,9 @@ TEST_CASE("gemm: narrow panels (N <= 48 and the tails of wider N) on every ISA",
       }
   }
   SECTION("row blocks: M past one block of rows, a short last block") {
-    for (index_t k : {9, 145, 500})
+    // K = 1500: blocks at the floor of row_block_rows (144 rows), the slab past L2.
+    REQUIRE(gemm::detail::row_block_rows(1500) == gemm::detail::min_row_block);
+    for (index_t k : {9, 145, 500, 1500})
       for (index_t n : {16, 33}) {
         case_spec cs;
         cs.m = 509;

@@ -158,10 +158,12 @@ TEST_CASE("sparse_gemm N:M on every tile width and height of the AVX-512 kernel"
 }
 
 TEST_CASE("sparse_gemm N:M over several row blocks (each copied for the AVX-512 kernel)", "[sparse][nm]") {
-  // K = 4100 makes the driver's row blocks 24 rows (gemm::detail::row_block_rows), so
-  // M = 100 runs five blocks, the last one 4 rows; K is not a multiple of 16 either.
-  // N = 20: one 16-column group and a tail (the case is slow under ASan otherwise).
-  const index_t k = 4100, n = 20, m = 100;
+  // K = 2100 makes the driver's row blocks 144 rows (gemm::detail::row_block_rows, at
+  // its floor), so M = 300 runs three blocks, the last one 12 rows; K is not a multiple
+  // of 16 either. N = 20: one 16-column group and a tail (the case is slow under ASan
+  // otherwise).
+  const index_t k = 2100, n = 20, m = 300;
+  REQUIRE(gemm::detail::row_block_rows(k) == gemm::detail::min_row_block);
   REQUIRE(gemm::detail::row_block_rows(k) < m / 2);
   const auto b = random_nm(k, n, 2, 4, true);
   const auto wp = weight_params(n, 0);

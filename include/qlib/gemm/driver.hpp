@@ -32,7 +32,8 @@
 // bit on every ISA and for any thread count.
 //
 // Loop nest (B is packed once, A is read in place - no copy of the activations):
-//   for each block of rows (MC rows: an MC x K slab of A stays in L2)
+//   for each block of rows (MC rows: an MC x K slab of A stays in L2, or for long K
+//     in L3: row_block_rows)
 //     for each panel of 64 columns (K x 64 bytes of B, L2-resident, streamed into L1)
 //       for each row tile (6 rows on AVX-512 VNNI; 8 or 12 when the panel has at most
 //         48 or 32 real columns): micro-kernel over all of K, its
@@ -49,11 +50,17 @@ namespace detail {
 
 // Rows per row block: an MC x K slab of A of about 192 KiB, a multiple of 24 rows
 // (whole tiles of 4, 6, 8 or 12), at most max_row_block so that its row sums fit the
-// stack.
+// stack, and at least min_row_block: every row block streams all of B once, so for
+// long K (slab rows below 144 from K = 1366 on) the floor keeps B's traffic at most
+// 1/144 byte per multiply-add, what memory can feed when B is larger than the caches
+// (at K = 11008 a 24-row block needed 9.7 GB/s at the VNNI peak; 128 x 4096 x 11008
+// ran at 0.33 ns per vpdpbusd, 2:4 at 0.61 ns per pair; with the floor 0.29 and 0.43).
+// The slab then lives in L3, and each tile's rows stream from there beside the panel.
 inline constexpr index_t max_row_block = 480;
+inline constexpr index_t min_row_block = 144;
 inline index_t row_block_rows(index_t k) noexcept {
   const index_t mc = (index_t{192} * 1024 / (k > 0 ? k : 1)) / 24 * 24;
-  return std::min(max_row_block, std::max(index_t{24}, mc));
+  return std::min(max_row_block, std::max(min_row_block, mc));
 }
 
 // A kernel's `out` for a pipeline: f(tile_row, tile_rows, tile) runs it on a finished
