@@ -54,11 +54,13 @@ struct shape {
 };
 const shape shapes[] = {{1, 4096, 4096},   {8, 4096, 4096},   {128, 768, 768}, {128, 3072, 768},
                         {512, 512, 512},   {1024, 1024, 1024}, {3136, 64, 576}, {196, 256, 2304},
+                        // A long-K layer (a 7B LLM's MLP down-projection, 128 tokens): B is 45 MB.
+                        {128, 4096, 11008},
                         // The Fashion-MNIST CNN at batch 64 (im2col, NHWC): conv1 3x3x1 -> 16 on
                         // 26x26, conv2 3x3x16 -> 32 on 11x11, then the 800 -> 128 linear layer.
                         {43264, 16, 9},    {7744, 32, 144},    {64, 128, 800}};
 constexpr int shape_count = static_cast<int>(sizeof(shapes) / sizeof(shapes[0]));
-constexpr int first_cnn_shape = 8;  // the CNN shapes also run with a uint8 layer epilogue
+constexpr int first_cnn_shape = 9;  // the CNN shapes also run with a uint8 layer epilogue
 
 std::string shape_name(const shape& s) {
   return std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);

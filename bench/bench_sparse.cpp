@@ -33,8 +33,9 @@ using qlib::index_t;
 struct shape {
   index_t m, n, k;
 };
-const shape shapes[] = {{128, 3072, 768}, {1024, 1024, 1024}};
-constexpr int shape_count = 2;
+// The two shapes, then a long-K layer (a 7B LLM's MLP down-projection, 128 tokens).
+const shape shapes[] = {{128, 3072, 768}, {1024, 1024, 1024}, {128, 4096, 11008}};
+constexpr int shape_count = 3;
 enum kind { dense, nm_2_4, block_90, shrunk_half, kind_count };
 const char* kind_names[] = {"dense", "2:4", "block 90%", "dense N/2"};
 
@@ -112,7 +113,7 @@ void BM_sparse(benchmark::State& state) {
   const double ops = 2.0 * static_cast<double>(o.s.m) * static_cast<double>(o.s.n) * static_cast<double>(o.s.k);
   state.counters["GOPS"] = ops / seconds / 1e9;
 }
-BENCHMARK(BM_sparse)->ArgsProduct({{0, 1}, {dense, nm_2_4, block_90, shrunk_half}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_sparse)->ArgsProduct({{0, 1, 2}, {dense, nm_2_4, block_90, shrunk_half}})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
