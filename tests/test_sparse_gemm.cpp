@@ -195,6 +195,57 @@ TEST_CASE("sparse_block_gemm equals the dense reference on every ISA", "[sparse]
   }
 }
 
+TEST_CASE("unpack_panel gives gemm::pack's bytes of the masked weights (the densified kernels' input)",
+          "[sparse][densified]") {
+  for (int it = 0; it < 12; ++it) {
+    const index_t k = rand_int(1, 90), n = rand_int(1, 150);  // K and N tails of every kind
+    INFO("K " << k << ", N " << n);
+    const auto check_panels = [&](const tensor<std::int8_t, 2>& b, const auto& w) {
+      const auto dense = gemm::pack(b.cview());
+      std::vector<std::int8_t> panel(static_cast<std::size_t>(dense.k_padded() * gemm::panel_width), 99);
+      for (index_t p = 0; p < dense.panel_count(); ++p) {
+        unpack_panel(w, p, panel.data());
+        CHECK(std::equal(panel.begin(), panel.end(), dense.panel(p)));
+      }
+    };
+    const int patterns[][2] = {{2, 4}, {1, 4}, {4, 8}, {1, 2}};
+    const auto& pat = patterns[it % 4];
+    const auto b_nm = random_nm(k, n, pat[0], pat[1], it % 2 == 0);
+    check_panels(b_nm, prune::pack_nm(b_nm.cview(), pat[0], pat[1]));
+    const auto b_blk = random_blocks(k, n, 0.4);
+    check_panels(b_blk, prune::pack_block(b_blk.cview()));
+  }
+}
+
+#if QLIB_HAS_X86_KERNELS
+TEST_CASE("densified sparse GEMM on the AVX-VNNI kernel (its EVEX twin)", "[sparse][densified]") {
+  // Every other densified ISA runs in the ISA loops above (AVX2 and AVX-512 here, NEON
+  // under qemu); AVX-VNNI only through the EVEX twin of its kernel, as in test_gemm.
+  if (!isa_supported(isa::avx512_vnni)) return;
+  using kernel = kernels::densified_sparse_kernel<kernels::avx_vnni_evex_gemm_kernel>;
+  for (int it = 0; it < 6; ++it) {
+    const index_t k = rand_int(1, 150), n = rand_int(1, 140), m = rand_int(1, 30);
+    INFO("M K N = " << m << " " << k << " " << n);
+    const auto b = it % 2 ? random_nm(k, n, 2, 4, false) : random_blocks(k, n, 0.3);
+    const auto wp = quant_params(granularity::per_tensor(), -128, 127, {1.0f}, {0});
+    tensor<std::uint8_t, 2> a({m, k});
+    for (auto& v : a) v = static_cast<std::uint8_t>(rand_int(0, 255));
+    const std::int32_t za = rand_int(0, 255);
+    tensor<std::int32_t, 2> want({m, n}), c({m, n});
+    gemm::reference::gemm(a.cview(), za, b.cview(), wp, std::tuple<>{}, want.view());
+    for (auto& v : c) v = 0;
+    if (it % 2) {
+      prune::detail::run_sparse_gemm<kernel>(arch::avx2{}, a.cview(), za, prune::pack_nm(b.cview(), 2, 4), std::tuple<>{},
+                                             c.view(), gemm::gemm_options{});
+    } else {
+      prune::detail::run_sparse_gemm<kernel>(arch::avx2{}, a.cview(), za, prune::pack_block(b.cview()), std::tuple<>{},
+                                             c.view(), gemm::gemm_options{});
+    }
+    CHECK(std::equal(c.begin(), c.end(), want.begin()));
+  }
+}
+#endif
+
 TEST_CASE("sparse formats refuse bad patterns, shapes and overflow-prone K", "[sparse][errors]") {
   // 3 non-zeros in one group of 4: not 2:4 (but 3:4 and 4:4).
   tensor<std::int8_t, 2> b({10, 3});

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -11,6 +12,7 @@
 // Every kernel overload must be declared before the templates below.
 #include "qlib/kernels/avx512vnni/sparse_block_panel.hpp"
 #include "qlib/kernels/portable/sparse_block_panel.hpp"
+#include "qlib/kernels/portable/sparse_densified.hpp"
 
 // B (K x N int8, the K x N view as for gemm::pack) is stored as the blocks of 4
 // consecutive k (groups starting at k = 0, 4, 8...) x 16 consecutive columns that hold
@@ -99,6 +101,21 @@ inline tensor<std::int8_t, 2> unpack(const packed_block& w) {
           b(kk, j) = w.block_values()[bl * block_bytes + block_k * (j - s * block_cols) + kk - g * block_k];
     }
   return b;
+}
+
+// Panel p (strips 4p..4p+3) in the dense packed layout (gemm/packed_layout.hpp):
+// round_up(K, 4) x 64 bytes at out, zeros where no block is kept. A block's 64 bytes
+// are its strip's 16 columns of one k group in that layout already.
+inline void unpack_panel(const packed_block& w, index_t p, std::int8_t* out) {
+  constexpr index_t strips_per_panel = gemm::panel_width / block_cols;
+  std::memset(out, 0, static_cast<std::size_t>(gemm::round_up(w.k(), gemm::k_group) * gemm::panel_width));
+  for (index_t s = p * strips_per_panel; s < std::min(w.strip_count(), (p + 1) * strips_per_panel); ++s)
+    for (index_t bl = w.strip_begin()[static_cast<std::size_t>(s)]; bl < w.strip_begin()[static_cast<std::size_t>(s + 1)];
+         ++bl) {
+      const index_t g = w.block_groups()[static_cast<std::size_t>(bl)];
+      std::memcpy(out + g * gemm::k_group_bytes + (s - p * strips_per_panel) * block_bytes,
+                  w.block_values() + bl * block_bytes, static_cast<std::size_t>(block_bytes));
+    }
 }
 
 namespace detail {

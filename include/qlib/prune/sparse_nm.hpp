@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <type_traits>
 
@@ -10,6 +11,7 @@
 #include "qlib/kernels/portable/sparse_common.hpp"
 // Every kernel overload must be declared before the templates below.
 #include "qlib/kernels/avx512vnni/sparse_nm_panel.hpp"
+#include "qlib/kernels/portable/sparse_densified.hpp"
 #include "qlib/kernels/portable/sparse_nm_panel.hpp"
 
 // B (K x N int8, the K x N view of a layer's weights as for gemm::pack) whose zeros
@@ -120,6 +122,31 @@ inline tensor<std::int8_t, 2> unpack(const packed_nm& w) {
     }
   }
   return b;
+}
+
+// Panel p in the dense packed layout (gemm/packed_layout.hpp): round_up(K, 4) x 64
+// bytes at out, zeros where nothing is kept (kernels/portable/sparse_densified.hpp).
+inline void unpack_panel(const packed_nm& w, index_t p, std::int8_t* out) {
+  const index_t windows = w.window_count();
+  const int dwords = w.dwords_per_window();
+  std::memset(out, 0, static_cast<std::size_t>(gemm::round_up(w.k(), gemm::k_group) * gemm::panel_width));
+  const std::int8_t* step = w.panel(p);
+  for (index_t t = 0; t < windows; ++t) {
+    // Column j's window starts at k0 = lane_k0[lane(j)]: its k0 + x lands at byte
+    // (k0 + x) / 4 * 256 + 4 * j + x % 4 = column_base[j] + x / 4 * 256 + x % 4.
+    std::int8_t* lane_base[4];  // computed once per window: no division per column
+    for (index_t lane = 0; lane < 4; ++lane)
+      lane_base[lane] = out + nm_skewed_window(t, 4 * lane, windows) * nm_window / gemm::k_group * gemm::k_group_bytes;
+    for (int d = 0; d < dwords; ++d, step += nm_step_bytes) {
+      const std::int8_t* values = step;
+      const auto* index = reinterpret_cast<const std::uint8_t*>(step + nm_index_offset);
+      for (index_t j = 0; j < gemm::panel_width; ++j) {
+        std::int8_t* column = lane_base[nm_lane(j)] + 4 * j;
+        for (index_t i = 4 * j; i < 4 * j + 4; ++i)  // unused slots (value 0, index 0) would overwrite k0
+          if (values[i] != 0) column[(index[i] >> 2) * gemm::k_group_bytes + (index[i] & 3)] = values[i];
+      }
+    }
+  }
 }
 
 namespace detail {
