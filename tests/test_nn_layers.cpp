@@ -634,6 +634,27 @@ TEST_CASE("fold_batch_norm: the folded conv equals conv then BN", "[nn][bn][conv
   QLIB_REQUIRE_ERROR(nn::fold_batch_norm(conv, nn::batch_norm2d(5)), errc::shape_mismatch);
 }
 
+TEST_CASE("fold_batch_norm: the folded linear equals linear then BN", "[nn][bn][linear]") {
+  for (bool bias : {true, false}) {
+    INFO("bias " << bias);
+    nn::linear fc(7, 5, bias);
+    for (float& v : fc.weight) v = rand_float(-0.5f, 0.5f);
+    for (float& v : fc.bias) v = rand_float(-0.5f, 0.5f);
+    const nn::batch_norm2d bn = random_bn(5);
+    const nn::linear folded = nn::fold_batch_norm(fc, bn);
+    CHECK(folded.has_bias());
+    CHECK(folded.weight.shape() == fc.weight.shape());
+    const tensor<float, 4> x = to_nhwc(random_arr(3, 7, 1, 1, -2, 2));
+    const tensor<float, 4> want = bn.forward(fc.forward(x.cview()).cview()), got = folded.forward(x.cview());
+    REQUIRE(got.shape() == want.shape());
+    float scale = 0.0f;
+    for (float v : want) scale = std::max(scale, std::fabs(v));
+    CHECK(scale > 0.0f);
+    for (index_t i = 0; i < want.size(); ++i) CHECK(std::fabs(got.data()[i] - want.data()[i]) <= 1e-5f * scale);
+  }
+  QLIB_REQUIRE_ERROR(nn::fold_batch_norm(nn::linear(7, 5), nn::batch_norm2d(4)), errc::shape_mismatch);
+}
+
 TEST_CASE("fold_batch_norms on a sequential gives the unfolded model's outputs", "[nn][bn][sequential]") {
   auto conv = [](index_t in, index_t out, const nn::conv2d_options& o, bool bias) {
     return make_conv(random_arr(out, in / o.groups, o.kernel_h, o.kernel_w), bias ? random_vec(out) : std::vector<float>(),
@@ -652,9 +673,10 @@ TEST_CASE("fold_batch_norms on a sequential gives the unfolded model's outputs",
                          nn::avg_pool2d::square(2),
                          random_bn(4),  // after a pooling layer: stays
                          nn::flatten{},
-                         fc};
+                         fc,
+                         random_bn(5)};  // after a linear layer: folded too
   const nn::sequential f = nn::fold_batch_norms(m);
-  REQUIRE(f.size() == m.size() - 2);
+  REQUIRE(f.size() == m.size() - 3);
   index_t bns = 0;
   for (std::size_t i = 0; i < f.size(); ++i) bns += std::holds_alternative<nn::batch_norm2d>(f[i]);
   CHECK(bns == 1);

@@ -817,13 +817,17 @@ TEST_CASE("static PTQ: errors", "[nn][ptq][errors]") {
     nn::static_quantizer<minmax_observer> sq(model);
     QLIB_REQUIRE_ERROR(sq.convert(), errc::empty_tensor);
   }
-  // Unsupported layer orders: a ReLU with no conv/linear before it; BN after a linear.
+  // Unsupported layer orders: a ReLU with no conv/linear before it; a second BN after a
+  // linear (the first one folds into it).
   nn::conv2d c(3, 4, nn::conv2d_options::square(3));
   QLIB_REQUIRE_ERROR(nn::static_quantizer<minmax_observer>(nn::sequential{nn::relu{}, c}), errc::unsupported);
   QLIB_REQUIRE_ERROR(nn::static_quantizer<minmax_observer>(nn::sequential{nn::relu6{}, c}), errc::unsupported);
-  QLIB_REQUIRE_ERROR(
-      nn::static_quantizer<minmax_observer>(nn::sequential{nn::flatten{}, nn::linear(12, 4), nn::batch_norm2d(4)}),
-      errc::unsupported);
+  QLIB_REQUIRE_ERROR(nn::static_quantizer<minmax_observer>(nn::sequential{nn::flatten{}, nn::linear(12, 4),
+                                                                          nn::batch_norm2d(4), nn::batch_norm2d(4)}),
+                     errc::unsupported);
+  CHECK(nn::static_quantizer<minmax_observer>(nn::sequential{nn::flatten{}, nn::linear(12, 4), nn::batch_norm2d(4)})
+            .folded_model()
+            .size() == 2);
   QLIB_REQUIRE_ERROR(nn::static_quantizer<minmax_observer>(
                          nn::sequential{c, nn::max_pool2d::square(2), nn::batch_norm2d(4)}),
                      errc::unsupported);

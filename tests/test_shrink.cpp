@@ -85,6 +85,20 @@ void zero_linear_columns(nn::layer& l, const std::vector<index_t>& columns) {
     for (index_t i : columns) f.weight(o, i) = 0.0f;
 }
 
+// The shrunk batch norm holds the original's parameters of the kept channels, in order.
+void check_bn_kept(const nn::layer& shrunk, const nn::layer& original, const std::vector<index_t>& keep) {
+  const auto& bn = std::get<nn::batch_norm2d>(shrunk);
+  const auto& obn = std::get<nn::batch_norm2d>(original);
+  REQUIRE(bn.channels() == static_cast<index_t>(keep.size()));
+  for (index_t j = 0; j < bn.channels(); ++j) {
+    const index_t o = keep[static_cast<std::size_t>(j)];
+    CHECK(bn.weight(j) == obn.weight(o));
+    CHECK(bn.bias(j) == obn.bias(o));
+    CHECK(bn.running_mean(j) == obn.running_mean(o));
+    CHECK(bn.running_var(j) == obn.running_var(o));
+  }
+}
+
 void require_same_bits(const tensor<float, 4>& a, const tensor<float, 4>& b) {
   REQUIRE(a.shape() == b.shape());
   index_t differ = 0;
@@ -180,15 +194,7 @@ TEST_CASE("shrink conv -> BN -> ReLU -> pool -> conv equals the masked model", "
   }
   zero_conv_inputs(masked_all[4], removed);
 
-  const auto& bn = std::get<nn::batch_norm2d>(shrunk[1]);
-  const auto& obn = std::get<nn::batch_norm2d>(m[1]);
-  CHECK(bn.channels() == 3);
-  for (index_t j = 0; j < 3; ++j) {
-    CHECK(bn.weight(j) == obn.weight(keep[j]));
-    CHECK(bn.bias(j) == obn.bias(keep[j]));
-    CHECK(bn.running_mean(j) == obn.running_mean(keep[j]));
-    CHECK(bn.running_var(j) == obn.running_var(keep[j]));
-  }
+  check_bn_kept(shrunk[1], m[1], keep);
   CHECK(std::get<nn::conv2d>(shrunk[4]).in_channels() == 3);
   CHECK(shrunk.parameter_count() == m.parameter_count() - 5 * (conv_params(3, 1, 3) + 2) -
                                         (conv_params(8, 5, 3) - conv_params(3, 5, 3)));
@@ -263,6 +269,29 @@ TEST_CASE("shrink linear -> linear, several layers at once", "[shrink]") {
   for (std::size_t layer : {std::size_t{1}, std::size_t{5}, std::size_t{3}}) prune::shrink_output_channels(one_by_one, layer, keeps.at(layer), shape);
   const tensor<float, 4> x = random_input(shape);
   require_same_bits(one_by_one.forward(x.cview()), shrunk.forward(x.cview()));
+
+  check_float(shrunk, masked, shape);
+  check_int8(shrunk, masked_all, shape);
+}
+
+TEST_CASE("shrink linear -> BN -> ReLU -> linear: the BN loses the same channels", "[shrink]") {
+  nn::sequential m{nn::flatten{}, nn::linear(12, 9), nn::batch_norm2d(9), nn::relu{}, nn::linear(9, 4)};
+  shrink_test_randomize(m);
+  const extents<4> shape{3, 2, 2, 3};
+  const std::vector<index_t> keep{0, 3, 4, 8}, removed = removed_of(keep, 9);
+
+  nn::sequential shrunk = m, masked = m, masked_all = m;
+  prune::shrink_output_channels(shrunk, 1, keep, shape);
+  for (nn::sequential* s : {&masked, &masked_all}) {
+    zero_output_channels((*s)[1], removed);
+    zero_bn_channels((*s)[2], removed);
+  }
+  zero_linear_columns(masked_all[4], removed);
+
+  check_bn_kept(shrunk[2], m[2], keep);
+  CHECK(std::get<nn::linear>(shrunk[1]).weight.shape() == extents<2>{4, 12});
+  CHECK(std::get<nn::linear>(shrunk[4]).weight.shape() == extents<2>{4, 4});
+  CHECK(std::get<nn::linear>(shrunk[4]).weight(1, 2) == std::get<nn::linear>(m[4]).weight(1, 4));
 
   check_float(shrunk, masked, shape);
   check_int8(shrunk, masked_all, shape);

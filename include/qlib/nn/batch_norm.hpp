@@ -1,10 +1,11 @@
-// nn::batch_norm2d (inference form) and folding it into the preceding convolution.
+// nn::batch_norm2d (inference form) and folding it into the preceding convolution or linear layer.
 #pragma once
 
 #include <cmath>
 
 #include "qlib/core/tensor.hpp"
 #include "qlib/nn/conv2d.hpp"
+#include "qlib/nn/linear.hpp"
 
 namespace qlib {
 namespace nn {
@@ -65,23 +66,33 @@ struct batch_norm2d {
   }
 };
 
-// Folds bn into conv (operator fusion): conv'(x) = bn(conv(x)) for every x, up to float
-// rounding. Scales each output channel's weights by gamma / sqrt(var + eps) and sets
-// bias' = (bias - mean) * gamma / sqrt(var + eps) + beta. The convolution gains a bias if
-// it had none.
-inline conv2d fold_batch_norm(const conv2d& conv, const batch_norm2d& bn) {
-  bn.validate(conv.out_channels());
+// Folds bn into the layer before it (operator fusion): layer'(x) = bn(layer(x)) for
+// every x, up to float rounding. Scales each output channel's weights by gamma /
+// sqrt(var + eps) and sets bias' = (bias - mean) * gamma / sqrt(var + eps) + beta. The
+// layer gains a bias if it had none. Conv2d and linear alike: both keep an output
+// channel's weights contiguous ([out, ...] and [out, in]).
+template <class Layer>
+Layer fold_batch_norm_into(const Layer& layer, index_t out_channels, const batch_norm2d& bn) {
+  bn.validate(out_channels);
   std::vector<float> a, b;
   bn.affine_form(a, b);
-  conv2d out = conv;
-  const index_t oc = conv.out_channels(), per = conv.weight.size() / oc;
-  if (!conv.has_bias()) out.bias = tensor<float, 1>(extents<1>{oc});
-  for (index_t o = 0; o < oc; ++o) {
+  Layer out = layer;
+  const index_t per = layer.weight.size() / out_channels;
+  if (!layer.has_bias()) out.bias = tensor<float, 1>(extents<1>{out_channels});
+  for (index_t o = 0; o < out_channels; ++o) {
     const float s = a[static_cast<std::size_t>(o)];
     for (index_t i = 0; i < per; ++i) out.weight.data()[o * per + i] *= s;
-    out.bias(o) = (conv.has_bias() ? conv.bias(o) : 0.0f) * s + b[static_cast<std::size_t>(o)];
+    out.bias(o) = (layer.has_bias() ? layer.bias(o) : 0.0f) * s + b[static_cast<std::size_t>(o)];
   }
   return out;
+}
+inline conv2d fold_batch_norm(const conv2d& conv, const batch_norm2d& bn) {
+  return fold_batch_norm_into(conv, conv.out_channels(), bn);
+}
+// A batch norm after a linear layer (PyTorch's BatchNorm1d on [batch, features]): here
+// the same batch_norm2d over the channels of [batch, 1, 1, features].
+inline linear fold_batch_norm(const linear& fc, const batch_norm2d& bn) {
+  return fold_batch_norm_into(fc, fc.out_features(), bn);
 }
 
 }  // namespace nn

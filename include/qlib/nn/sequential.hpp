@@ -112,16 +112,20 @@ struct sequential {
   }
 };
 
-// A copy of the model with every batch_norm2d that follows a conv2d folded into it.
-// `origin`, when given, receives for each layer of the copy the index in m of the layer
-// it came from (a folded conv2d's own index).
+// A copy of the model with every batch_norm2d that follows a conv2d or linear folded
+// into it. `origin`, when given, receives for each layer of the copy the index in m of
+// the layer it came from (a folded layer's own index).
 inline sequential fold_batch_norms(const sequential& m, std::vector<std::size_t>* origin = nullptr) {
   sequential out;
   if (origin) origin->clear();
   for (std::size_t i = 0; i < m.size(); ++i) {
     if (origin) origin->push_back(i);
-    if (i + 1 < m.size() && std::holds_alternative<conv2d>(m[i]) && std::holds_alternative<batch_norm2d>(m[i + 1])) {
+    const bool bn_next = i + 1 < m.size() && std::holds_alternative<batch_norm2d>(m[i + 1]);
+    if (bn_next && std::holds_alternative<conv2d>(m[i])) {
       out.layers.emplace_back(fold_batch_norm(std::get<conv2d>(m[i]), std::get<batch_norm2d>(m[i + 1])));
+      ++i;
+    } else if (bn_next && std::holds_alternative<linear>(m[i])) {
+      out.layers.emplace_back(fold_batch_norm(std::get<linear>(m[i]), std::get<batch_norm2d>(m[i + 1])));
       ++i;
     } else {
       out.layers.push_back(m[i]);

@@ -36,7 +36,7 @@ struct static_quantization_options {
 // quant/observers/observer.hpp and per-tensor granularity) watches the model input and
 // the output of every conv2d / linear (after its fused ReLU/ReLU6); pooling and flatten
 // keep their input's parameters. Supported models: conv2d / linear each optionally
-// followed by batch_norm2d (conv only, folded) and relu / relu6, pooling, flatten.
+// followed by batch_norm2d (folded) and relu / relu6, pooling, flatten.
 template <class Observer = histogram_observer>
 class static_quantizer {
  public:
@@ -62,7 +62,7 @@ class static_quantizer {
                        std::holds_alternative<flatten>(l),
                    errc::unsupported,
                    std::string("nn::static_quantizer: layer ") + std::to_string(i) + " (" + layer_kind(l) +
-                       ") has no int8 form here: batch norm must follow a conv2d, ReLU a conv2d or linear");
+                       ") has no int8 form here: batch norm and ReLU must follow a conv2d or linear");
       }
       steps_.push_back(s);
     }
