@@ -347,6 +347,33 @@ TEST_CASE("prune: a magnitude-pruned model equals the dense model on the masked 
   }
 }
 
+TEST_CASE("prune: a mask as a packed bitmask and back", "[prune][mask]") {
+  for (index_t n : {1, 7, 8, 9, 64, 100}) {
+    INFO("elements " << n);
+    std::vector<std::uint8_t> keep(static_cast<std::size_t>(n));
+    for (auto& k : keep) k = static_cast<std::uint8_t>(rand_int(0, 1));
+    const prune::mask m({n}, keep);
+    const std::vector<std::uint8_t> bits = m.to_bits();
+    REQUIRE(bits.size() == static_cast<std::size_t>((n + 7) / 8));
+    for (index_t e = 0; e < n; ++e)  // element e at bit e % 8 of byte e / 8
+      CHECK(((bits[static_cast<std::size_t>(e / 8)] >> (e % 8)) & 1) == keep[static_cast<std::size_t>(e)]);
+    if (n % 8) CHECK((bits.back() >> (n % 8)) == 0);
+    const prune::mask back = prune::mask::from_bits({n}, bits);
+    CHECK(std::equal(back.data(), back.data() + n, m.data()));
+    if (n % 8) {
+      std::vector<std::uint8_t> stray = bits;
+      stray.back() = static_cast<std::uint8_t>(stray.back() | 0x80);
+      QLIB_REQUIRE_ERROR(prune::mask::from_bits({n}, stray), errc::invalid_argument);
+    }
+    QLIB_REQUIRE_ERROR(prune::mask::from_bits({n + 8}, bits), errc::shape_mismatch);
+  }
+  // A 2-D channel mask: the same bits as its bytes.
+  const prune::mask ch = prune::mask::from_channels({3, 5}, 0, {0, 2});
+  const prune::mask back = prune::mask::from_bits({3, 5}, ch.to_bits());
+  CHECK(std::equal(back.data(), back.data() + ch.size(), ch.data()));
+  CHECK(back.shape() == ch.shape());
+}
+
 TEST_CASE("prune: masks survive optimizer steps (masked_optimizer, apply)", "[prune][model]") {
   nn::sequential m = small_cnn();
   const prune::model_masks masks = prune::magnitude_prune(m, 0.7);

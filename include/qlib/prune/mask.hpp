@@ -13,7 +13,8 @@ namespace prune {
 
 // One byte per element in row-major order of the tensor's shape: 1 kept, 0 pruned.
 // Bytes rather than bits: applying is a branch-free select per element, and the mask
-// of a model's weights is 1/4 of their size. A mask from channel pruning also lists the
+// of a model's weights is 1/4 of their size; to_bits() / from_bits() give and take the
+// packed bitmask. A mask from channel pruning also lists the
 // kept indices along its axis (what a physical shrink needs).
 class mask {
  public:
@@ -48,6 +49,30 @@ class mask {
     m.channel_axis_ = static_cast<std::ptrdiff_t>(axis);
     m.kept_channels_ = std::move(kept);
     return m;
+  }
+
+  // The packed bitmask: element e at bit e % 8 of byte e / 8 (the order of the model
+  // files' weight masks, nn/weight_code_storage.hpp), 1 kept; the last byte's unused
+  // bits are 0. For storing or sending a mask at one bit per element.
+  std::vector<std::uint8_t> to_bits() const {
+    std::vector<std::uint8_t> bits((keep_.size() + 7) / 8, 0);
+    for (std::size_t e = 0; e < keep_.size(); ++e)
+      bits[e / 8] = static_cast<std::uint8_t>(bits[e / 8] | (keep_[e] << (e % 8)));
+    return bits;
+  }
+  // The mask of `shape` from its to_bits() form; refuses a wrong length or set unused bits.
+  static mask from_bits(std::vector<index_t> shape, const std::vector<std::uint8_t>& bits) {
+    index_t n = 1;
+    for (index_t e : shape) n *= e;
+    const auto count = static_cast<std::size_t>(n);
+    QLIB_CHECK(bits.size() == (count + 7) / 8, errc::shape_mismatch,
+               "prune::mask::from_bits: " + std::to_string(bits.size()) + " bytes for shape " +
+                   detail::shape_string(shape) + ", expected " + std::to_string((count + 7) / 8));
+    QLIB_CHECK(count % 8 == 0 || (bits.back() >> (count % 8)) == 0, errc::invalid_argument,
+               "prune::mask::from_bits: bits set past the last element");
+    std::vector<std::uint8_t> keep(count);
+    for (std::size_t e = 0; e < count; ++e) keep[e] = (bits[e / 8] >> (e % 8)) & 1u;
+    return mask(std::move(shape), std::move(keep));
   }
 
   const std::vector<index_t>& shape() const noexcept { return shape_; }
