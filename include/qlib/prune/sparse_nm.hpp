@@ -132,9 +132,11 @@ inline void unpack_panel(const packed_nm& w, index_t p, std::int8_t* out) {
   std::memset(out, 0, static_cast<std::size_t>(gemm::round_up(w.k(), gemm::k_group) * gemm::panel_width));
   const std::int8_t* step = w.panel(p);
   for (index_t t = 0; t < windows; ++t) {
-    // Column j's window starts at k0 = lane_k0[lane(j)]: its k0 + x lands at byte
-    // (k0 + x) / 4 * 256 + 4 * j + x % 4 = column_base[j] + x / 4 * 256 + x % 4.
-    std::int8_t* lane_base[4];  // computed once per window: no division per column
+    // lane_base[L]: the first dense byte of the window that lane L's columns hold at
+    // step t (it starts at k0, a multiple of 4); index x of column j then lands at
+    // lane_base[lane(j)] + 4 * j + x / 4 * 256 + x % 4. Once per window: no division
+    // per column.
+    std::int8_t* lane_base[4];
     for (index_t lane = 0; lane < 4; ++lane)
       lane_base[lane] = out + nm_skewed_window(t, 4 * lane, windows) * nm_window / gemm::k_group * gemm::k_group_bytes;
     for (int d = 0; d < dwords; ++d, step += nm_step_bytes) {
