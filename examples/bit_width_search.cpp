@@ -65,9 +65,7 @@ options parse(int argc, char** argv) {
         o.budgets.push_back(fm::parse_number("--budgets", item, 2.0, 8.0, "an average bit width in [2, 8]"));
       if (o.budgets.empty()) fm::bad_value("--budgets", "", "a list of average bit widths in [2, 8]");
     } else {
-      std::fprintf(stderr, "unknown option %s (see the comment at the top of examples/bit_width_search.cpp)\n",
-                   a.c_str());
-      std::exit(2);
+      fm::help_or_unknown(a, __FILE__);
     }
   }
   if (o.quick && !calibration_given) o.calibration = 200;

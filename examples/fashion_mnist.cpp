@@ -65,8 +65,7 @@ static options parse(int argc, char** argv) {
       calibration_given = true;
     }
     else {
-      std::fprintf(stderr, "unknown option %s (see the comment at the top of examples/fashion_mnist.cpp)\n", a.c_str());
-      std::exit(2);
+      fm::help_or_unknown(a, __FILE__);
     }
   }
   if (o.quick && !calibration_given) o.calibration = 200;  // the CI smoke test (also under ASan and qemu)

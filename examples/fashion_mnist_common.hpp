@@ -157,6 +157,27 @@ inline std::string option_value(int argc, char** argv, int& i) {
   return argv[++i];
 }
 
+// The last branch of every example's option loop: --help (or -h) prints the usage, the
+// comment block at the top of the example's source file (`source`, its __FILE__: the
+// examples run from the tree they were built in), and exits 0; anything else is an
+// unknown option: a message and exit code 2.
+[[noreturn]] inline void help_or_unknown(const std::string& option, const char* source) {
+  if (option != "--help" && option != "-h") {
+    std::fprintf(stderr, "unknown option %s (--help lists the options)\n", option.c_str());
+    std::exit(2);
+  }
+  std::FILE* f = std::fopen(source, "r");
+  if (!f) {
+    std::printf("the options are described at the top of %s\n", source);
+    std::exit(0);
+  }
+  char line[1024];
+  while (std::fgets(line, sizeof line, f) && line[0] == '/' && line[1] == '/')
+    std::fputs(line[2] == ' ' ? line + 3 : line + 2, stdout);
+  std::fclose(f);
+  std::exit(0);
+}
+
 // Strict option values: the whole string must parse and lie in range, else "<option>: '<value>' is not <expected>"
 // on stderr and exit code 2 (as option_value does for a missing value), never a silent 0 from atoi and friends.
 [[noreturn]] inline void bad_value(const char* option, const std::string& value, const char* expected) {

@@ -84,9 +84,7 @@ static options parse(int argc, char** argv) {
     else if (a == "--train") o.train = fm::parse_train_count(next()), train_given = true;
     else if (a == "--out") next();  // the CI smoke test passes --out to every Fashion-MNIST example; nothing is written
     else {
-      std::fprintf(stderr, "unknown option %s (see the comment at the top of examples/kd_fashion_mnist.cpp)\n",
-                   a.c_str());
-      std::exit(2);
+      fm::help_or_unknown(a, __FILE__);
     }
   }
   if (o.quick) {

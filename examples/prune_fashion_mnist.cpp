@@ -70,9 +70,7 @@ static options parse(int argc, char** argv) {
       o.train = fm::parse_train_count(next());
       train_given = true;
     } else {
-      std::fprintf(stderr, "unknown option %s (see the comment at the top of examples/prune_fashion_mnist.cpp)\n",
-                   a.c_str());
-      std::exit(2);
+      fm::help_or_unknown(a, __FILE__);
     }
   }
   if (o.quick && !calibration_given) o.calibration = 200;

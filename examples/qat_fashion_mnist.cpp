@@ -53,8 +53,7 @@ options parse(int argc, char** argv) {
       o.lsq_lr_scale = fm::parse_float("--lsq-lr-scale", next(), 0.0f, 1000.0f, "a scale in (0, 1000]", true);
     else if (a == "--out") next();  // accepted for the CI smoke test; nothing is written
     else {
-      std::fprintf(stderr, "unknown option %s\n", a.c_str());
-      std::exit(2);
+      fm::help_or_unknown(a, __FILE__);
     }
   }
   return o;
