@@ -662,6 +662,35 @@ TEST_CASE("quantized files: pruned weights are stored sparse, and load back bit 
   }
 }
 
+TEST_CASE("quantized models: linear layers pruned 2:4 run on the N:M kernel after convert and after load",
+          "[nn][io][quantized][sparse]") {
+  nn::sequential m = make_qmodel();
+  for (nn::layer& l : m.layers)
+    if (auto* fc = std::get_if<nn::linear>(&l))  // 2 of every 4 inputs of each output
+      for (index_t o = 0; o < fc->out_features(); ++o)
+        for (index_t i = 0; i < fc->in_features(); ++i)
+          if (i % 4 == (o % 2) || i % 4 == 2 + (o % 2)) fc->weight(o, i) = 0.0f;
+  const nn::quantized_sequential q = quantize_model(m, {}, 3, qmodel_input);
+  const nn::quantized_sequential loaded = load_written(nn::save_quantized(q));
+  index_t sparse_layers = 0;
+  nn::quantized_sequential dense_path = q;  // the same model with the N:M forms dropped
+  for (std::size_t i = 0; i < q.layers.size(); ++i)
+    if (const auto* fc = std::get_if<nn::qlinear>(&q.layers[i])) {
+      REQUIRE(fc->nm);
+      CHECK(fc->nm->keep() == 2);
+      REQUIRE(std::get<nn::qlinear>(loaded.layers[i]).nm);
+      std::get<nn::qlinear>(dense_path.layers[i]).nm.reset();
+      ++sparse_layers;
+    }
+  CHECK(sparse_layers == 2);
+  const tensor<float, 4> x = qmodel_input(6);
+  qlib_test::for_each_isa([&](isa) {
+    const tensor<float, 4> want = dense_path.forward(x.cview());
+    CHECK(first_bit_difference(q.forward(x.cview()), want) == -1);
+    CHECK(first_bit_difference(loaded.forward(x.cview()), want) == -1);
+  });
+}
+
 TEST_CASE("quantized files: weights narrower than 8 bits are stored packed, and load back bit for bit",
           "[nn][io][quantized]") {
   // make_qmodel's weighted layers 0, 2, 4, 6, 7 at 4, 2, 3, 8 and 6 bits: int4, int2,

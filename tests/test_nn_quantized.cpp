@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "qlib/nn/qlinear.hpp"
 #include "qlib/nn/quantized_reference.hpp"
 #include "qlib/nn/static_quantization.hpp"
 #include "test_util.hpp"
@@ -514,6 +515,53 @@ TEST_CASE("qlinear: uint8 and float outputs equal the reference on every ISA and
       QLIB_REQUIRE_ERROR(nn::reference::forward_float(L, x), errc::invalid_argument);
     }
   }
+}
+
+TEST_CASE("qlinear: weights pruned 2:4 or 1:4 along the inputs run on the N:M kernel, same bits", "[nn][qlinear][sparse]") {
+  const std::vector<linear_case> cases = {
+      {6, 64, 70, 128, true, false, -1.0f, false}, {3, 37, 20, 77, false, true, 0.0f, false},
+      {9, 100, 64, 0, true, true, -1.0f, true},    {1, 5, 3, 255, true, false, 6.0f, false},
+  };
+  for (const linear_case& lc : cases) {
+    for (int keep : {2, 1}) {
+      INFO("linear " << lc.batch << "x" << lc.in << " -> " << lc.out << " float " << lc.float_output << ", " << keep
+                     << ":4");
+      nn::qlinear L = make_qlinear(lc);
+      for (index_t o = 0; o < lc.out; ++o)  // keep `keep` codes of every 4 inputs (the rest code 0)
+        for (index_t k0 = 0; k0 < lc.in; k0 += 4) {
+          const index_t first = rand_int(0, 3);
+          for (index_t kk = k0; kk < std::min(lc.in, k0 + 4); ++kk)
+            if ((kk - k0 - first + 4) % 4 >= keep) L.w.values(o, kk) = 0;
+        }
+      L.w.pack_groups(1);
+      if (!lc.float_output)
+        L.output = nn::make_quantized_output(L.w, L.in, {24.0f / 110.0f, lc.relu_hi >= 0 ? 5 : 128}, lc.relu_hi);
+      L.prepare();
+      REQUIRE(L.nm);
+      CHECK(L.nm->keep() == keep);
+      const nn::qactivation x = random_activation({lc.batch, 1, 1, lc.in}, L.in);
+      for_each_isa([&](isa i) {
+        CHECK(L.runs_sparse() == (i == isa::portable || i == isa::avx512_vnni));
+        for (int threads : {1, 2}) {
+          INFO("threads " << threads);
+          if (lc.float_output) {
+            REQUIRE(first_difference(L.forward_float(x, {threads, nullptr}), nn::reference::forward_float(L, x)).empty());
+          } else {
+            REQUIRE(first_difference(L.forward(x, {threads, nullptr}).values, nn::reference::forward(L, x).values)
+                        .empty());
+          }
+        }
+      });
+    }
+  }
+  // Three non-zero codes in one group: no N:M form, the dense path.
+  nn::qlinear dense = make_qlinear({2, 8, 5, 128, true, false, -1.0f, false});
+  for (index_t o = 0; o < 5; ++o)
+    for (index_t kk = 0; kk < 8; ++kk) dense.w.values(o, kk) = static_cast<std::int8_t>(kk % 4 == 3 ? 0 : 1 + kk);
+  dense.w.pack_groups(1);
+  dense.prepare();
+  CHECK(!dense.nm);
+  CHECK(!dense.runs_sparse());
 }
 
 // ---------------------------------------------------------------------------------------------

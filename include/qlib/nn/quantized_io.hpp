@@ -278,6 +278,7 @@ inline quantized_sequential load_quantized(const io::safetensors_file& f) {
         l.output.qmax = o.qmax;
         cur = l.output.out;
       }
+      l.prepare();
       m.layers.emplace_back(std::move(l));
     } else if (kind == "max_pool2d" || kind == "avg_pool2d") {
       index_t last = 0;

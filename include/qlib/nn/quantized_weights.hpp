@@ -79,16 +79,22 @@ struct quantized_weights {
                "quantized_weights: scale and zero point counts differ");
     const index_t cog = out_channels() / groups;
     packed.clear();
-    for (index_t g = 0; g < groups; ++g) {
-      const tensor_view<const std::int8_t, 2> b(values.data() + g * cog * k(), {k(), cog}, {1, k()});
-      quant_params pg = params;
-      if (params.gran.type == granularity::kind::per_channel) {  // also with one output channel
-        pg.gran = granularity::per_channel(1);
-        pg.scale.assign(params.scale.begin() + g * cog, params.scale.begin() + (g + 1) * cog);
-        pg.zero_point.assign(params.zero_point.begin() + g * cog, params.zero_point.begin() + (g + 1) * cog);
-      }
-      packed.push_back(gemm::pack(b, pg));
+    for (index_t g = 0; g < groups; ++g) packed.push_back(gemm::pack(group_view(g, cog), group_params(g, cog)));
+  }
+
+  // Group g's weights as the GEMM's K x cog matrix B, and their parameters along B's
+  // columns (axis 1), for gemm::pack and the sparse formats.
+  tensor_view<const std::int8_t, 2> group_view(index_t g, index_t cog) const {
+    return tensor_view<const std::int8_t, 2>(values.data() + g * cog * k(), {k(), cog}, {1, k()});
+  }
+  quant_params group_params(index_t g, index_t cog) const {
+    quant_params pg = params;
+    if (params.gran.type == granularity::kind::per_channel) {  // also with one output channel
+      pg.gran = granularity::per_channel(1);
+      pg.scale.assign(params.scale.begin() + g * cog, params.scale.begin() + (g + 1) * cog);
+      pg.zero_point.assign(params.zero_point.begin() + g * cog, params.zero_point.begin() + (g + 1) * cog);
     }
+    return pg;
   }
 };
 

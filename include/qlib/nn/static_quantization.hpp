@@ -133,6 +133,7 @@ class static_quantizer {
         } else {
           ql.output = make_quantized_output(ql.w, in, out, s.relu_hi);
         }
+        ql.prepare();
         q.layers.emplace_back(std::move(ql));
       } else {
         std::visit(

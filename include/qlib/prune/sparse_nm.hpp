@@ -100,6 +100,21 @@ inline packed_nm pack_nm(tensor_view<const std::int8_t, 2> b, int n_keep, int m_
   return w;
 }
 
+// The most non-zeros any column of B (K x N) has in one group of m consecutive k (groups
+// from k = 0; a shorter last group counts as padded with zeros): the smallest N for which
+// pack_nm(b, N, m) accepts B (0 for all-zero B).
+inline int max_nonzeros_per_group(tensor_view<const std::int8_t, 2> b, int m) {
+  QLIB_CHECK(m >= 1, errc::invalid_argument, "prune::max_nonzeros_per_group: group size " + std::to_string(m) + " < 1");
+  int most = 0;
+  for (index_t j = 0; j < b.shape(1); ++j)
+    for (index_t k0 = 0; k0 < b.shape(0); k0 += m) {
+      int count = 0;
+      for (index_t kk = k0; kk < std::min(b.shape(0), k0 + m); ++kk) count += b(kk, j) != 0;
+      most = std::max(most, count);
+    }
+  return most;
+}
+
 // Packs B with per-tensor parameters scale 1, zero point 0 (plain integer weights).
 inline packed_nm pack_nm(tensor_view<const std::int8_t, 2> b, int n_keep, int m_group) {
   return pack_nm(b, n_keep, m_group, quant_params(granularity::per_tensor(), -128, 127, {1.0f}, {0}));
@@ -194,6 +209,13 @@ void sparse_gemm(Tag tag, tensor_view<TA, 2> a, const gemm::activation_params& a
 }
 
 // The name of the N:M micro-kernel that ISA `i` runs.
+// Whether ISA i runs N:M weights on a kernel of its own (AVX-512 VNNI, and the portable
+// one); the others unpack each panel for their dense kernel, which is slower than a
+// dense GEMM on the same weights (kernels/portable/sparse_densified.hpp).
+inline bool has_native_sparse_nm_kernel(isa i) {
+  return dispatch_isa(i, [](auto tag) { return !kernels::is_densified<decltype(kernels::sparse_nm_kernel_for(tag))>::value; });
+}
+
 inline const char* sparse_nm_kernel_name(isa i) {
   return dispatch_isa(i, [](auto tag) { return decltype(kernels::sparse_nm_kernel_for(tag))::name; });
 }

@@ -130,6 +130,7 @@ inline nn::quantized_sequential convert(const qat_model& m) {
       } else {
         ql.output = std::move(out);
       }
+      ql.prepare();
       q.layers.emplace_back(std::move(ql));
     }
   }
