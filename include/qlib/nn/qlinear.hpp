@@ -25,7 +25,8 @@ struct qlinear {
   // Weights pruned N:M along the inputs (at most 2 of every 4 consecutive input codes of
   // an output non-zero) also in prune's N:M format, built by prepare(); forward() runs
   // them on the sparse kernel where the CPU has one (prune::has_native_sparse_nm_kernel:
-  // 2:4 at 1.4x dense on AVX-512 VNNI), with the same bits as the dense GEMM.
+  // 2:4 at 1.4x dense on AVX-512 VNNI), with the same bits as the dense GEMM. The dense
+  // panels stay (the other ISAs use them): such a layer holds its weights twice.
   std::shared_ptr<const prune::packed_nm> nm;
 
   // After conversion or loading: the N:M form when the codes allow it (1:4 or 2:4).
