@@ -540,8 +540,22 @@ TEST_CASE("qlinear: weights pruned 2:4 or 1:4 along the inputs run on the N:M ke
       REQUIRE(L.nm);
       CHECK(L.nm->keep() == keep);
       const nn::qactivation x = random_activation({lc.batch, 1, 1, lc.in}, L.in);
+      // A decoy N:M form (every kept code replaced by 1): forward() must change exactly
+      // where it claims to run the N:M path.
+      nn::qlinear decoy = L;
+      {
+        tensor<std::int8_t, 2> ones = L.w.values;
+        for (auto& v : ones) v = v != 0 ? std::int8_t{1} : std::int8_t{0};
+        decoy.nm = std::make_shared<const prune::packed_nm>(prune::pack_nm(
+            tensor_view<const std::int8_t, 2>(ones.data(), {lc.in, lc.out}, {1, lc.in}), keep, 4,
+            L.w.group_params(0, lc.out)));
+      }
       for_each_isa([&](isa i) {
-        CHECK(L.runs_sparse() == (i == isa::portable || i == isa::avx512_vnni));
+        CHECK(L.runs_sparse() == (i == isa::avx512_vnni));
+        const bool decoy_differs =
+            lc.float_output ? !first_difference(decoy.forward_float(x), L.forward_float(x)).empty()
+                            : !first_difference(decoy.forward(x).values, L.forward(x).values).empty();
+        CHECK(decoy_differs == L.runs_sparse());
         for (int threads : {1, 2}) {
           INFO("threads " << threads);
           if (lc.float_output) {

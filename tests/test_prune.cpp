@@ -367,6 +367,8 @@ TEST_CASE("prune: a mask as a packed bitmask and back", "[prune][mask]") {
     }
     QLIB_REQUIRE_ERROR(prune::mask::from_bits({n + 8}, bits), errc::shape_mismatch);
   }
+  QLIB_REQUIRE_ERROR(prune::mask::from_bits({-1}, {}), errc::invalid_argument);
+  QLIB_REQUIRE_ERROR(prune::mask::from_bits({index_t{1} << 31, index_t{1} << 31}, {}), errc::invalid_argument);
   // A 2-D channel mask: the same bits as its bytes.
   const prune::mask ch = prune::mask::from_channels({3, 5}, 0, {0, 2});
   const prune::mask back = prune::mask::from_bits({3, 5}, ch.to_bits());

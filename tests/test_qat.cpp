@@ -403,6 +403,31 @@ TEST_CASE("conversion: the integer model equals the fake-quant model up to 1 cod
   CHECK(agree * 100 >= samples * 95);
 }
 
+TEST_CASE("conversion: linear layers pruned 2:4 get their N:M form (qlinear::prepare)", "[qat][convert][sparse]") {
+  nn::sequential m = random_cnn(7);
+  for (nn::layer& l : m.layers)
+    if (auto* fc = std::get_if<nn::linear>(&l))
+      for (index_t o = 0; o < fc->out_features(); ++o)
+        for (index_t i = 0; i < fc->in_features(); ++i)
+          if (i % 4 >= 2) fc->weight(o, i) = 0.0f;
+  train::qat_model q(m);
+  train::sgd opt({1e-12f});  // one step for the observers; the zeros stay far below half a code
+  train::qat_workspace ws;
+  const tensor<float, 4> xb = rand_tensor({8, 12, 12, 2}, -1.0f, 1.5f);
+  std::vector<std::int32_t> yb(8);
+  for (auto& l : yb) l = rand_int(0, 4);
+  train::train_step(q, xb.cview(), train::view_of(yb), opt, ws);
+  const nn::quantized_sequential qm = train::convert(q);
+  index_t sparse = 0;
+  for (const nn::qlayer& l : qm.layers)
+    if (const auto* fc = std::get_if<nn::qlinear>(&l)) {
+      REQUIRE(fc->nm);
+      CHECK(fc->nm->keep() == 2);
+      ++sparse;
+    }
+  CHECK(sparse == 2);
+}
+
 TEST_CASE("QAT training steps reduce the loss (STE, LSQ, 4-bit weights, BN trained then folded)", "[qat][learn]") {
   tensor<float, 4> x;
   std::vector<std::int32_t> y;

@@ -24,12 +24,13 @@ struct qlinear {
   std::vector<float> channel_scale;  // weight scale per output channel (float_output)
   // Weights pruned N:M along the inputs (at most 2 of every 4 consecutive input codes of
   // an output non-zero) also in prune's N:M format, built by prepare(); forward() runs
-  // them on the sparse kernel where the CPU has one (prune::has_native_sparse_nm_kernel:
-  // 2:4 at 1.4x dense on AVX-512 VNNI), with the same bits as the dense GEMM. The dense
+  // them on the sparse kernel where that is faster (prune::sparse_nm_beats_dense: 2:4 at
+  // 1.4x dense on AVX-512 VNNI), with the same bits as the dense GEMM. The dense
   // panels stay (the other ISAs use them): such a layer holds its weights twice.
   std::shared_ptr<const prune::packed_nm> nm;
 
-  // After conversion or loading: the N:M form when the codes allow it (1:4 or 2:4).
+  // After conversion or loading, and after any change of w: the N:M form when the codes
+  // allow it (1:4 or 2:4).
   void prepare() {
     nm.reset();
     const tensor_view<const std::int8_t, 2> b = w.group_view(0, out_features());
@@ -38,7 +39,7 @@ struct qlinear {
       nm = std::make_shared<const prune::packed_nm>(prune::pack_nm(b, keep, 4, w.group_params(0, out_features())));
   }
   // Whether forward() takes the N:M path on the ISA dispatch picks now.
-  bool runs_sparse() const { return nm && prune::has_native_sparse_nm_kernel(active_isa()); }
+  bool runs_sparse() const { return nm && prune::sparse_nm_beats_dense(active_isa()); }
 
   index_t in_features() const noexcept { return w.k(); }
   index_t out_features() const noexcept { return w.out_channels(); }
@@ -50,6 +51,8 @@ struct qlinear {
     QLIB_CHECK(scale == in.scale && zp == in.zero_point, errc::invalid_argument,
                "nn::qlinear: input quantized with other parameters than the layer was converted for");
     QLIB_CHECK(w.packed.size() == 1, errc::shape_mismatch, "nn::qlinear: weights are not packed");
+    QLIB_CHECK(!nm || (nm->k() == in_features() && nm->n() == out_features()), errc::shape_mismatch,
+               "nn::qlinear: the N:M weights do not match the layer; call prepare() after changing w");
     w.validate("nn::qlinear");
     QLIB_CHECK(!float_output || static_cast<index_t>(channel_scale.size()) == out_features(), errc::shape_mismatch,
                "nn::qlinear: " + std::to_string(channel_scale.size()) + " channel scales for " +

@@ -1,6 +1,7 @@
 // prune::mask: which elements of a tensor are kept (a byte per element, plus a channel keep-list), applied in place.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -63,7 +64,12 @@ class mask {
   // The mask of `shape` from its to_bits() form; refuses a wrong length or set unused bits.
   static mask from_bits(std::vector<index_t> shape, const std::vector<std::uint8_t>& bits) {
     index_t n = 1;
-    for (index_t e : shape) n *= e;
+    for (index_t e : shape) {
+      QLIB_CHECK(e >= 0 && (e == 0 || n <= PTRDIFF_MAX / 8 / e), errc::invalid_argument,
+                 "prune::mask::from_bits: shape " + detail::shape_string(shape) +
+                     " has a negative extent or too many elements");
+      n *= e;
+    }
     const auto count = static_cast<std::size_t>(n);
     QLIB_CHECK(bits.size() == (count + 7) / 8, errc::shape_mismatch,
                "prune::mask::from_bits: " + std::to_string(bits.size()) + " bytes for shape " +

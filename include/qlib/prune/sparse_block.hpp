@@ -129,7 +129,8 @@ struct block_kernel_for {
 
 // C = pipeline(A x B) for block-sparse B: the semantics, checks and bits of gemm::gemm()
 // on the dense B, on the ISA that run-time dispatch picks (AVX-512 VNNI has its own
-// kernel, every other ISA runs the portable one).
+// kernel, the portable ISA a scalar one; AVX2, AVX-VNNI and NEON run their dense kernel
+// on each panel unpacked, kernels/portable/sparse_densified.hpp).
 template <class TA, class Pipeline, class Out, gemm::detail::require_activation<TA> = 0>
 void sparse_block_gemm(tensor_view<TA, 2> a, const gemm::activation_params& ap, const packed_block& w,
                        const Pipeline& pipeline, tensor_view<Out, 2> c, const gemm::gemm_options& opt = {}) {

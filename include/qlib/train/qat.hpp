@@ -86,7 +86,8 @@ struct qat_cache {
 // pooling and flatten keep their input's parameters (avg pooling rounds its mean back
 // onto that grid, as the integer pooling does). Weights of every conv2d / linear are
 // fake-quantized with the weight scheme (per output channel by default). Supported
-// layers: those nn::static_quantizer supports.
+// layers: those nn::static_quantizer supports, except that with fold_batch_norm = false
+// a batch norm must follow a conv2d (one after a linear layer needs folding).
 class qat_model {
  public:
   explicit qat_model(const nn::sequential& model, const qat_options& o = {})

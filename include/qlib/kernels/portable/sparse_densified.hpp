@@ -4,7 +4,6 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <type_traits>
 #include <vector>
 
 #include "qlib/arch/isa.hpp"
@@ -77,12 +76,6 @@ struct densified_sparse_kernel {
     Dense::run_panel(m, k, a, lda, static_cast<const std::int8_t*>(dense), column_init, out);
   }
 };
-
-// Whether a sparse kernel is this adapter (a dense kernel on unpacked panels).
-template <class Kernel>
-struct is_densified : std::false_type {};
-template <class Dense>
-struct is_densified<densified_sparse_kernel<Dense>> : std::true_type {};
 
 // The ISAs without sparse kernels of their own (AVX-512 without VNNI takes the AVX2
 // overloads, as its dense GEMM does). Both formats use the same adapter.
