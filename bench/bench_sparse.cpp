@@ -3,7 +3,9 @@
 // Single thread, C = A x B with A uint8 (M x K), B int8 (K x N), C int32, zero points 0.
 // Per shape (M, N, K): dense gemm::gemm, prune::sparse_gemm on 2:4 weights,
 // prune::sparse_block_gemm on weights with 90% of their 4 x 16 blocks zero, and the
-// dense GEMM with N/2 columns (half the output channels removed by structured pruning).
+// dense GEMM with N/2 columns (half the output channels removed by structured pruning);
+// then the 2:4 weights as an int8 layer (nn::qlinear, uint8 in and out) on its dense
+// panels and on its N:M form (qlinear::prepare), the second against the first.
 // GOPS are dense-equivalent (2 * M * N * K / time, the full N even for the shrunk layer).
 // Google Benchmark reports each repetition's mean; after the run a table prints, per
 // shape and kind, the fastest single call of all repetitions, its GOPS and the speed-up
@@ -23,6 +25,7 @@
 #include <string>
 
 #include "qlib/gemm.hpp"
+#include "qlib/nn/qlinear.hpp"
 #include "qlib/prune/sparse_block.hpp"
 #include "qlib/prune/sparse_nm.hpp"
 
@@ -36,8 +39,8 @@ struct shape {
 // The two shapes, then a long-K layer (a 7B LLM's MLP down-projection, 128 tokens).
 const shape shapes[] = {{128, 3072, 768}, {1024, 1024, 1024}, {128, 4096, 11008}};
 constexpr int shape_count = 3;
-enum kind { dense, nm_2_4, block_90, shrunk_half, kind_count };
-const char* kind_names[] = {"dense", "2:4", "block 90%", "dense N/2"};
+enum kind { dense, nm_2_4, block_90, shrunk_half, layer_dense, layer_2_4, kind_count };
+const char* kind_names[] = {"dense", "2:4", "block 90%", "dense N/2", "layer", "layer 2:4"};
 
 struct operands {
   shape s;
@@ -46,6 +49,8 @@ struct operands {
   qlib::gemm::packed_weights dense, half;
   qlib::prune::packed_nm nm;
   qlib::prune::packed_block block;
+  qlib::nn::qlinear layer, layer_nm;  // the 2:4 weights as an int8 layer: dense panels, and its N:M form
+  qlib::nn::qactivation x;
 
   explicit operands(const shape& sh) : s(sh), a({sh.m, sh.k}), c({sh.m, sh.n}) {
     std::mt19937 g(42);
@@ -68,6 +73,20 @@ struct operands {
     half = qlib::gemm::pack(qlib::tensor_view<const std::int8_t, 2>(b.data(), {sh.k, sh.n / 2}, {sh.n, 1}));
     nm = qlib::prune::pack_nm(b24.cview(), 2, 4);
     block = qlib::prune::pack_block(b90.cview());
+    // In K, out N, uint8 in and out (bias, per-tensor fixed-point requantize, ReLU).
+    layer.in = {0.02f, 128};
+    layer.w.values = qlib::tensor<std::int8_t, 2>({sh.n, sh.k});
+    for (index_t j = 0; j < sh.n; ++j)
+      for (index_t kk = 0; kk < sh.k; ++kk) layer.w.values(j, kk) = b24(kk, j);
+    layer.w.params = qlib::quant_params(qlib::granularity::per_tensor(), -128, 127, {0.001f}, {0});
+    layer.w.bias.assign(static_cast<std::size_t>(sh.n), 100);
+    layer.w.pack_groups(1);
+    layer.output = qlib::nn::make_quantized_output(layer.w, layer.in, {0.5f, 0}, 0.0f);
+    layer.prepare();
+    layer_nm = layer;
+    layer.nm.reset();
+    x = {qlib::tensor<std::uint8_t, 4>(qlib::extents<4>{sh.m, 1, 1, sh.k}), 0.02f, 128};
+    std::copy(a.begin(), a.end(), x.values.begin());
   }
 };
 operands& operands_of(int i) {
@@ -86,6 +105,8 @@ void run(operands& o, int k) {
     case dense: return qlib::gemm::gemm(o.a.cview(), {0}, o.dense, o.c.view());
     case nm_2_4: return qlib::prune::sparse_gemm(o.a.cview(), {0}, o.nm, o.c.view());
     case block_90: return qlib::prune::sparse_block_gemm(o.a.cview(), {0}, o.block, o.c.view());
+    case layer_dense: benchmark::DoNotOptimize(o.layer.forward(o.x)); return;
+    case layer_2_4: benchmark::DoNotOptimize(o.layer_nm.forward(o.x)); return;
     default: {
       qlib::tensor_view<std::int32_t, 2> c(o.c.data(), {o.s.m, o.s.n / 2}, {o.s.n, 1});
       return qlib::gemm::gemm(o.a.cview(), {0}, o.half, c);
@@ -113,7 +134,9 @@ void BM_sparse(benchmark::State& state) {
   const double ops = 2.0 * static_cast<double>(o.s.m) * static_cast<double>(o.s.n) * static_cast<double>(o.s.k);
   state.counters["GOPS"] = ops / seconds / 1e9;
 }
-BENCHMARK(BM_sparse)->ArgsProduct({{0, 1, 2}, {dense, nm_2_4, block_90, shrunk_half}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_sparse)
+    ->ArgsProduct({{0, 1, 2}, {dense, nm_2_4, block_90, shrunk_half, layer_dense, layer_2_4}})
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
@@ -127,7 +150,8 @@ int main(int argc, char** argv) {
   std::printf("%-16s %-10s %10s %10s %8s\n", "shape MxNxK", "kind", "ms (best)", "GOPS eq", "x dense");
   for (int i = 0; i < shape_count; ++i)
     for (int k = 0; k < kind_count; ++k) {
-      const double t = best_seconds()[{i, k}], td = best_seconds()[{i, dense}];
+      // The layer kinds against the dense layer, the GEMMs against the dense GEMM.
+      const double t = best_seconds()[{i, k}], td = best_seconds()[{i, k >= layer_dense ? layer_dense : dense}];
       if (t <= 0) continue;
       const shape& s = shapes[i];
       const double ops = 2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k);
