@@ -601,6 +601,15 @@ std::vector<std::vector<std::int8_t>> weight_codes(const nn::quantized_sequentia
   return out;
 }
 
+// `bytes` (a file of q) load back to q's codes and outputs, and save again to the same bytes.
+void check_reloads_as(const std::vector<std::uint8_t>& bytes, const nn::quantized_sequential& q) {
+  const nn::quantized_sequential back = load_bytes(bytes);
+  CHECK(weight_codes(back) == weight_codes(q));
+  const tensor<float, 4> x = qmodel_input(4);
+  CHECK(first_bit_difference(back.forward(x.cview()), q.forward(x.cview())) == -1);
+  CHECK(nn::save_quantized(back).to_bytes() == bytes);
+}
+
 // The saved file of a random 1x1 conv 3 -> 5 (15 weights, so a mask or a packed row ends
 // in unused bits), with 7 of every 10 weights zeroed when `pruned`, quantized at
 // `weight_bits` (empty: 8 bits): where the malformed-file tests start.
@@ -648,13 +657,9 @@ TEST_CASE("quantized files: pruned weights are stored sparse, and load back bit 
     INFO("dense file " << dense.size() << " bytes, sparse " << sparse.size());
     CHECK(static_cast<index_t>(dense.size() - sparse.size()) >= dense_codes - sparse_bytes - 1024);  // headers differ a little
     CHECK(sparse.size() < dense.size());
-    // Both load to the same codes and the same outputs; saving again gives the same bytes.
-    const nn::quantized_sequential from_sparse = load_bytes(sparse), from_dense = load_bytes(dense);
-    CHECK(weight_codes(from_sparse) == weight_codes(q));
-    CHECK(weight_codes(from_dense) == weight_codes(q));
-    const tensor<float, 4> x = qmodel_input(4);
-    CHECK(first_bit_difference(from_sparse.forward(x.cview()), q.forward(x.cview())) == -1);
-    CHECK(nn::save_quantized(from_sparse).to_bytes() == sparse);
+    // Both load to the same codes; the sparse file to the same outputs and bytes again.
+    CHECK(weight_codes(load_bytes(dense)) == weight_codes(q));
+    check_reloads_as(sparse, q);
   }
   SECTION("a dense model keeps format /1, byte for byte") {
     const nn::quantized_sequential q = quantize_model(make_qmodel(), {}, 3, qmodel_input);
@@ -738,11 +743,7 @@ TEST_CASE("quantized files: weights narrower than 8 bits are stored packed, and 
     }
     INFO("dense file " << dense.size() << " bytes, packed " << packed.size());
     CHECK(static_cast<index_t>(dense.size() - packed.size()) >= saved - 1024);  // headers differ a little
-    const nn::quantized_sequential back = load_bytes(packed);
-    CHECK(weight_codes(back) == weight_codes(q));
-    const tensor<float, 4> x = qmodel_input(4);
-    CHECK(first_bit_difference(back.forward(x.cview()), q.forward(x.cview())) == -1);
-    CHECK(nn::save_quantized(back).to_bytes() == packed);
+    check_reloads_as(packed, q);
   }
   SECTION("the width follows the codes' range: the narrowest b with [-2^(b-1), 2^(b-1) - 1]") {
     const nn::quantized_sequential base = quantize_model(make_qmodel(), {}, 3, qmodel_input);

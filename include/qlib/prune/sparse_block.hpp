@@ -88,21 +88,6 @@ inline packed_block pack_block(tensor_view<const std::int8_t, 2> b) {
   return pack_block(b, quant_params(granularity::per_tensor(), -128, 127, {1.0f}, {0}));
 }
 
-// The dense K x N weights back.
-inline tensor<std::int8_t, 2> unpack(const packed_block& w) {
-  tensor<std::int8_t, 2> b({w.k(), w.n()});
-  for (auto& v : b) v = 0;
-  for (index_t s = 0; s < w.strip_count(); ++s)
-    for (index_t bl = w.strip_begin()[static_cast<std::size_t>(s)]; bl < w.strip_begin()[static_cast<std::size_t>(s + 1)];
-         ++bl) {
-      const index_t g = w.block_groups()[static_cast<std::size_t>(bl)];
-      for (index_t kk = g * block_k; kk < std::min(w.k(), (g + 1) * block_k); ++kk)
-        for (index_t j = s * block_cols; j < std::min(w.n(), (s + 1) * block_cols); ++j)
-          b(kk, j) = w.block_values()[bl * block_bytes + block_k * (j - s * block_cols) + kk - g * block_k];
-    }
-  return b;
-}
-
 // Panel p (strips 4p..4p+3) in the dense packed layout (gemm/packed_layout.hpp):
 // round_up(K, 4) x 64 bytes at out, zeros where no block is kept. A block's 64 bytes
 // are its strip's 16 columns of one k group in that layout already.
@@ -117,6 +102,9 @@ inline void unpack_panel(const packed_block& w, index_t p, std::int8_t* out) {
                   w.block_values() + bl * block_bytes, static_cast<std::size_t>(block_bytes));
     }
 }
+
+// The dense K x N weights back.
+inline tensor<std::int8_t, 2> unpack(const packed_block& w) { return detail::unpack_by_panels(w); }
 
 namespace detail {
 struct block_kernel_for {

@@ -121,25 +121,6 @@ inline packed_nm pack_nm(tensor_view<const std::int8_t, 2> b, int n_keep, int m_
   return pack_nm(b, n_keep, m_group, quant_params(granularity::per_tensor(), -128, 127, {1.0f}, {0}));
 }
 
-// The dense K x N weights back (the masked B that was packed).
-inline tensor<std::int8_t, 2> unpack(const packed_nm& w) {
-  tensor<std::int8_t, 2> b({w.k(), w.n()});
-  for (auto& v : b) v = 0;
-  for (index_t j = 0; j < w.n(); ++j) {
-    const std::int8_t* panel = w.panel(j / gemm::panel_width);
-    const index_t jc = j % gemm::panel_width;
-    for (index_t s = 0; s < w.step_count(); ++s) {
-      const std::int8_t* step = panel + s * nm_step_bytes;
-      for (index_t i = 0; i < 4; ++i) {
-        const std::int8_t v = step[4 * jc + i];
-        const index_t win = nm_skewed_window(s / w.dwords_per_window(), jc, w.window_count());
-        if (v != 0) b(win * nm_window + step[nm_index_offset + 4 * jc + i], j) = v;
-      }
-    }
-  }
-  return b;
-}
-
 // Panel p in the dense packed layout (gemm/packed_layout.hpp): round_up(K, 4) x 64
 // bytes at out, zeros where nothing is kept (kernels/portable/sparse_densified.hpp).
 inline void unpack_panel(const packed_nm& w, index_t p, std::int8_t* out) {
@@ -166,6 +147,9 @@ inline void unpack_panel(const packed_nm& w, index_t p, std::int8_t* out) {
     }
   }
 }
+
+// The dense K x N weights back (the masked B that was packed).
+inline tensor<std::int8_t, 2> unpack(const packed_nm& w) { return detail::unpack_by_panels(w); }
 
 namespace detail {
 struct nm_kernel_for {

@@ -91,6 +91,20 @@ class sparse_weight_info {
 
 namespace detail {
 
+// The dense K x N weights of a sparse format, through its unpack_panel() (the dense
+// packed layout of one panel, found next to the format): one decoder per format.
+template <class W>
+tensor<std::int8_t, 2> unpack_by_panels(const W& w) {
+  tensor<std::int8_t, 2> b({w.k(), w.n()});
+  std::vector<std::int8_t> panel(static_cast<std::size_t>(gemm::round_up(w.k(), gemm::k_group) * gemm::panel_width));
+  for (index_t p = 0; p < w.panel_count(); ++p) {
+    unpack_panel(w, p, panel.data());
+    for (index_t j = p * gemm::panel_width; j < std::min(w.n(), (p + 1) * gemm::panel_width); ++j)
+      for (index_t kk = 0; kk < w.k(); ++kk) b(kk, j) = panel[static_cast<std::size_t>(gemm::packed_offset(kk, j, 0))];
+  }
+  return b;
+}
+
 // gemm::gemm()'s checks (gemm/validation.hpp) for sparse weights.
 template <class Act, class Out, class Pipeline>
 void validate_sparse_gemm(const char* who, tensor_view<const Act, 2> a, const gemm::activation_params& ap,
